@@ -1,0 +1,145 @@
+"""The ``medpfgm`` command: parse, validate, call the modules. Errors are one line on stderr."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from medpfgm.errors import MedpfgmError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value <= 0:
+        raise MedpfgmError(f"{name} must be a positive integer, got {value}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="medpfgm")
+def cli() -> None:
+    """Synthetic MedMNIST images with Poisson Flow Generative Models."""
+
+
+@cli.command()
+@click.option("--dataset", default="bloodmnist", show_default=True, help="bloodmnist, dermamnist or retinamnist.")
+@click.option("--size", type=int, default=28, show_default=True, help="Image size: 28, 64, 128 or 224.")
+@click.option("--method", default="pfgm", show_default=True, help="Generative method.")
+@click.option("--recipe", type=click.Path(dir_okay=False), help="Recipe file (default: recipes/<method>/<dataset>_<size>.toml).")
+@click.option("--steps", type=int, help="Total optimizer steps (overrides the recipe; with --resume, extends the run).")
+@click.option("--batch-size", type=int, help="Training batch B.")
+@click.option("--field-batch", type=int, help="PFGM field batch B_L (charges of the empirical field).")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False), help="Run folder (default: runs/<method>_<dataset>_<size>).")
+@click.option("--resume", is_flag=True, help="Continue the run folder's last checkpoint.")
+@click.option("--data-root", type=click.Path(file_okay=False), help="MedMNIST folder (default: $MEDPFGM_DATA, else ~/.medmnist).")
+@click.option("--no-verify", is_flag=True, help="Skip the MD5 check (for your own MedMNIST-format files).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--seed", type=int, help="Random seed (overrides the recipe).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(dataset, size, method, recipe, steps, batch_size, field_batch, run_dir, resume, data_root, no_verify, device, seed, quiet):
+    """Train a class-conditional generative model on one MedMNIST dataset and size."""
+    from medpfgm.config import default_recipe, load_recipe
+    from medpfgm.data import check_dataset, check_size
+    from medpfgm.run import select_device
+    from medpfgm.train import train as run_training
+
+    check_dataset(dataset)
+    check_size(size)
+    for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--field-batch", field_batch)):
+        _positive(name, value)
+    cfg = load_recipe(recipe or default_recipe(method, dataset, size))
+    cfg = dataclasses.replace(cfg, dataset=dataset, size=size) if not recipe else cfg
+    tc = dataclasses.replace(cfg.train, **{k: v for k, v in (("steps", steps), ("batch_size", batch_size)) if v is not None})
+    pc = dataclasses.replace(cfg.pfgm, field_batch=field_batch) if field_batch is not None else cfg.pfgm
+    cfg = dataclasses.replace(cfg, train=tc, pfgm=pc, seed=cfg.seed if seed is None else seed)
+    run_dir = run_dir or f"runs/{cfg.method}_{cfg.dataset}_{cfg.size}"
+    summary = run_training(run_dir, cfg, select_device(device), resume, data_root, verify=not no_verify, progress=not quiet)
+    click.echo(
+        f"trained {summary['run']} to step {summary['step']} ({summary['parameters']:,} parameters, "
+        f"{summary['train_seconds']:.0f} s of training in all, device {summary['device']})"
+    )
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="A run folder made by `medpfgm train`.")
+@click.option("--class", "class_id", type=int, help="Class index; default: all classes, equally many.")
+@click.option("-n", "n", type=int, required=True, help="Number of images in all.")
+@click.option("--solver", help="rk45, euler or heun (default: the run's recipe).")
+@click.option("--steps", type=int, help="Steps of euler/heun (default: the run's recipe).")
+@click.option("--rtol", type=float, help="RK45 relative tolerance.")
+@click.option("--atol", type=float, help="RK45 absolute tolerance.")
+@click.option("--batch-size", type=int, help="Images integrated together.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Output .npz (default: <run>/samples/<class>_<solver>.npz); a PNG grid is written beside it.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def synthesize(run_dir, class_id, n, solver, steps, rtol, atol, batch_size, out, seed, device, quiet):
+    """Sample class-conditional images from a trained run into a MedMNIST-layout .npz and a PNG grid."""
+    from medpfgm.data import check_class
+    from medpfgm.figures import class_grid
+    from medpfgm.io import ensure_dir, save_images_npz
+    from medpfgm.run import load_run, read_config, select_device
+    from medpfgm.sample import generate
+
+    _positive("-n", n)
+    _positive("--steps", steps)
+    _positive("--batch-size", batch_size)
+    dev = select_device(device)
+    if not (Path(run_dir) / "config.json").is_file() and Path(run_dir).is_dir():
+        raise MedpfgmError(f"'{run_dir}' is not a run folder (no config.json); train one with `medpfgm train --run DIR`")
+    if Path(run_dir).is_dir():
+        pre = read_config(run_dir)  # validate the cheap arguments before loading weights
+        if class_id is not None:
+            check_class(pre.dataset, class_id)
+    run = load_run(run_dir, dev)
+    sc = run.cfg.sample
+    solver = solver or sc.solver
+    if solver not in run.method.solvers:
+        raise MedpfgmError(f"solver '{solver}' is not available for {run.cfg.method}; choose one of: {', '.join(run.method.solvers)}")
+    names = run.class_names
+    labels = np.full(n, class_id) if class_id is not None else np.arange(n) % len(names)
+    tag = f"class{class_id}" if class_id is not None else "all"
+    out = Path(out) if out else run.paths.samples / f"{tag}_{solver}_n{n}_seed{seed}.npz"
+    ensure_dir(out.parent)
+    t0 = time.perf_counter()
+    images, nfes = generate(
+        run, labels, solver, steps or sc.steps, rtol or sc.rtol, atol or sc.atol, batch_size or sc.batch_size, seed, dev, progress=not quiet
+    )
+    seconds = time.perf_counter() - t0
+    save_images_npz(out, images, labels.astype(np.int64), nfe=np.asarray(nfes))
+    grid = class_grid(images, labels, names, out.with_suffix(".png"), title=f"{run.paths.root.name} step {run.step}, {solver}, NFE {np.mean(nfes):.0f}")
+    click.echo(
+        f"wrote {out} and {grid}: {n} images ({tag}), {solver} NFE {np.mean(nfes):.0f} per batch, "
+        f"{seconds:.1f} s ({100 * seconds / n:.1f} s per 100 images)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one-line errors, non-zero exit codes, no tracebacks (MEDPFGM_DEBUG=1 shows them)."""
+    try:
+        cli.main(args=argv, prog_name="medpfgm", standalone_mode=False)
+    except MedpfgmError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        return exc.exit_code or 2
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("error: interrupted", err=True)
+        return 130
+    except Exception as exc:  # a bug: still one line, the traceback on request
+        if os.environ.get("MEDPFGM_DEBUG"):
+            raise
+        click.echo(f"error: internal error {type(exc).__name__}: {str(exc)[:200]} (MEDPFGM_DEBUG=1 shows the traceback)", err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Run configuration: a recipe (TOML, human-readable) resolved into dataclasses and saved per run.
+
+A recipe names the method, dataset and size and sets the backbone, training and method constants.
+``recipes/<method>/<dataset>_<size>.toml`` is the default for that combination; ``--recipe`` picks
+another file. The resolved configuration (data-derived constants filled in) is saved as the run's
+``config.json`` so that every later command reads what ``train`` knew.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medpfgm.data import check_dataset, check_size
+from medpfgm.errors import MedpfgmError
+from medpfgm.nets import NetConfig
+
+METHODS = ("pfgm",)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    flip: bool = True
+    amp: bool = False  # bfloat16 autocast for the network on CUDA; ignored on CPU
+    log_every: int = 10
+    checkpoint_every: int = 250
+
+
+@dataclass
+class PFGMConfig:
+    """PFGM (D = 1) constants; m_max, z_max and upper_norm are derived from the data when left unset."""
+
+    field_batch: int = 1024
+    field_chunk: int | None = None
+    sigma: float = 0.01
+    tau: float = 0.03
+    gamma: float = 5.0
+    restrict_m: bool = True
+    z_min: float = 1e-3
+    z_exp: float = 1.0
+    m_max: int | None = None
+    z_max: float | None = None
+    upper_norm: float | None = None
+    data_norm: float | None = None
+
+
+@dataclass
+class SampleConfig:
+    solver: str = "rk45"
+    steps: int = 100
+    rtol: float = 1e-4
+    atol: float = 1e-4
+    batch_size: int = 256
+
+
+@dataclass
+class RunConfig:
+    method: str = "pfgm"
+    dataset: str = "bloodmnist"
+    size: int = 28
+    seed: int = 0
+    net: NetConfig = field(default_factory=NetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pfgm: PFGMConfig = field(default_factory=PFGMConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> RunConfig:
+        cfg = _build(cls, data, source)
+        if cfg.method not in METHODS:
+            raise MedpfgmError(f"unknown method '{cfg.method}' in {source}; choose one of: {', '.join(METHODS)}")
+        check_dataset(cfg.dataset)
+        check_size(cfg.size)
+        return cfg
+
+
+def _build(cls, data: dict[str, Any], source: str):
+    """Build dataclass ``cls`` from a dict, refusing unknown keys (a typo must not pass silently)."""
+    if not isinstance(data, dict):
+        raise MedpfgmError(f"{source}: expected a table for {cls.__name__}, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise MedpfgmError(f"{source}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        default = getattr(cls(), name)
+        kwargs[name] = _build(type(default), value, f"{source} [{name}]") if dataclasses.is_dataclass(default) else value
+    return cls(**kwargs)
+
+
+def recipes_dir() -> Path:
+    """``recipes/`` of a source checkout, or the copy packaged inside an installed wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "recipes", here / "recipes"):
+        if candidate.is_dir():
+            return candidate
+    raise MedpfgmError("cannot find the recipes folder; pass --recipe FILE")
+
+
+def default_recipe(method: str, dataset: str, size: int) -> Path:
+    if method not in METHODS:
+        raise MedpfgmError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
+    return recipes_dir() / method / f"{check_dataset(dataset)}_{check_size(size)}.toml"
+
+
+def load_recipe(path: str | Path) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise MedpfgmError(f"recipe '{path}' does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise MedpfgmError(f"recipe '{path}' is not valid TOML: {exc}") from None
+    return RunConfig.from_dict(data, source=f"recipe '{path}'")

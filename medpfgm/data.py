@@ -1,0 +1,243 @@
+"""MedMNIST data: where the files live, MD5 checks, downloads, MONAI transforms, random batches.
+
+Files are read through the ``medmnist`` package from a root folder chosen as: ``--data-root``, else
+the ``MEDPFGM_DATA`` environment variable, else medmnist's default (``~/.medmnist``). medmnist names
+them ``<flag>.npz`` at 28 px and ``<flag>_<size>.npz`` otherwise, images uint8 (n, H, W, C).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.transforms import Compose, EnsureType, ScaleIntensityRange
+
+from medpfgm.errors import MedpfgmError
+
+DATASETS = ("bloodmnist", "dermamnist", "retinamnist")
+SIZES = (28, 64, 128, 224)
+SPLITS = ("train", "val", "test")
+ENV_ROOT = "MEDPFGM_DATA"
+
+
+def _info() -> dict:
+    # medmnist creates ~/.medmnist when imported: import it only when data is really needed.
+    from medmnist.info import INFO
+
+    return INFO
+
+
+def check_dataset(name: str) -> str:
+    if name not in DATASETS:
+        raise MedpfgmError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
+    return name
+
+
+def check_size(size: int) -> int:
+    if size not in SIZES:
+        raise MedpfgmError(f"size {size} is not available; choose one of: {', '.join(map(str, SIZES))}")
+    return size
+
+
+def class_names(dataset: str) -> list[str]:
+    labels = _info()[check_dataset(dataset)]["label"]
+    return [labels[str(i)] for i in range(len(labels))]
+
+
+def num_channels(dataset: str) -> int:
+    return int(_info()[check_dataset(dataset)]["n_channels"])
+
+
+def check_class(dataset: str, class_id: int) -> int:
+    names = class_names(dataset)
+    if not 0 <= class_id < len(names):
+        listing = ", ".join(f"{i} {n}" for i, n in enumerate(names))
+        raise MedpfgmError(f"class {class_id} is out of range for {dataset}: 0..{len(names) - 1} ({listing})")
+    return class_id
+
+
+def resolve_root(data_root: str | Path | None = None) -> Path:
+    """The data folder: the argument, else $MEDPFGM_DATA, else medmnist's default root."""
+    if data_root:
+        return Path(data_root).expanduser()
+    if os.environ.get(ENV_ROOT):
+        return Path(os.environ[ENV_ROOT]).expanduser()
+    return Path("~/.medmnist").expanduser()
+
+
+def _size_suffix(size: int) -> str:
+    return "" if size == 28 else f"_{size}"
+
+
+def data_file(dataset: str, size: int, root: Path) -> Path:
+    return Path(root) / f"{check_dataset(dataset)}{_size_suffix(check_size(size))}.npz"
+
+
+def expected_md5(dataset: str, size: int) -> str:
+    return _info()[check_dataset(dataset)][f"MD5{_size_suffix(check_size(size))}"]
+
+
+@functools.lru_cache(maxsize=32)
+def _md5_cached(path: str, nbytes: int, mtime_ns: int) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def md5sum(path: Path) -> str:
+    stat = Path(path).stat()
+    return _md5_cached(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def _download(dataset: str, size: int, root: Path) -> None:
+    import medmnist
+
+    cls = getattr(medmnist, _info()[dataset]["python_class"])
+    root.mkdir(parents=True, exist_ok=True)
+    cls(split="train", root=str(root), size=size, download=True)
+
+
+def ensure_file(dataset: str, size: int, root: Path, download: bool = True, verify: bool = True) -> Path:
+    """Return the path of the dataset file, downloading it if missing, and check its MD5."""
+    path = data_file(dataset, size, root)
+    if not path.is_file() and download:
+        try:
+            _download(dataset, size, root)
+        except Exception as exc:  # medmnist wraps every network failure in a multi-line RuntimeError
+            reason = f"download failed: {type(exc).__name__}"
+            if not path.is_file():
+                url = _info()[dataset][f"url{_size_suffix(size)}"]
+                raise MedpfgmError(
+                    f"data file '{path.name}' not found in '{root}' and {reason}; put {url} there, "
+                    f"or point --data-root / ${ENV_ROOT} at a folder that has it"
+                ) from None
+    if not path.is_file():
+        raise MedpfgmError(
+            f"data file '{path.name}' not found in '{root}'; pass --data-root / set ${ENV_ROOT}, or allow download"
+        )
+    if verify:
+        got, want = md5sum(path), expected_md5(dataset, size)
+        if got != want:
+            raise MedpfgmError(
+                f"data file '{path}' has MD5 {got}, expected {want} (medmnist INFO): corrupt or not the official "
+                "file; delete it to re-download, or pass --no-verify for your own MedMNIST-format file"
+            )
+    return path
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split in MedMNIST layout: images uint8 (n, H, W, C) and labels int64 (n,)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    dataset: str
+    size: int
+    name: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(class_names(self.dataset))
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=self.num_classes)
+
+
+def read_npz_split(path: Path, split: str, mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Images (n, H, W, C) uint8 and labels (n,) int64 of one split of a MedMNIST-layout file."""
+    if split not in SPLITS:
+        raise MedpfgmError(f"unknown split '{split}'; choose one of: {', '.join(SPLITS)}")
+    try:
+        npz = np.load(path, mmap_mode="r" if mmap else None)
+        images, labels = npz[f"{split}_images"], npz[f"{split}_labels"]
+    except KeyError as exc:
+        raise MedpfgmError(f"data file '{path}' has no {exc} array: not a MedMNIST-layout file") from None
+    except (OSError, ValueError) as exc:
+        raise MedpfgmError(f"data file '{path}' cannot be read ({exc})") from None
+    if images.ndim == 3:  # grayscale MedMNIST sets store (n, H, W)
+        images = images[..., None]
+    return images, np.asarray(labels).reshape(-1).astype(np.int64)
+
+
+def load_split(
+    dataset: str,
+    size: int,
+    split: str = "train",
+    data_root: str | Path | None = None,
+    download: bool = True,
+    verify: bool = True,
+) -> Split:
+    """Load one split of a MedMNIST dataset from the resolved root (downloading if allowed)."""
+    check_dataset(dataset)
+    check_size(size)
+    path = ensure_file(dataset, size, resolve_root(data_root), download=download, verify=verify)
+    images, labels = read_npz_split(path, split, mmap=size >= 128)
+    if images.shape[1:3] != (size, size):
+        raise MedpfgmError(f"data file '{path}' holds {images.shape[1]} px images, expected {size} px")
+    return Split(images=images, labels=labels, dataset=dataset, size=size, name=split)
+
+
+# MONAI array transforms act on any channel-first array, so one call scales a whole (n, C, H, W) batch.
+_TO_UNIT_RANGE = Compose(
+    [
+        ScaleIntensityRange(a_min=0.0, a_max=255.0, b_min=-1.0, b_max=1.0),
+        EnsureType(data_type="tensor", dtype=torch.float32, track_meta=False),
+    ]
+)
+
+
+def to_unit_range(images: np.ndarray) -> torch.Tensor:
+    """uint8 (n, H, W, C) -> float32 (n, C, H, W) in [-1, 1]."""
+    return _TO_UNIT_RANGE(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float())
+
+
+def random_flips(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flip each image of (n, C, H, W) left-right and up-down, each with probability 1/2.
+
+    MONAI's RandFlip draws one decision per call; calling it per image costs more than a training
+    step at B_L = 1024, so the per-image decisions are drawn here from the run's generator.
+    """
+    n = x.shape[0]
+    flip_w = torch.rand(n, generator=generator) < 0.5
+    flip_h = torch.rand(n, generator=generator) < 0.5
+    x = torch.where(flip_w[:, None, None, None], x.flip(-1), x)
+    return torch.where(flip_h[:, None, None, None], x.flip(-2), x)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float (n, C, H, W) in [-1, 1] -> uint8 (n, H, W, C), clipping what lies outside."""
+    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def mean_l2_norm(images: np.ndarray, max_images: int = 4096) -> float:
+    """Mean Euclidean norm of images in [-1, 1] (the 'data norm' of PFGM's hyper-parameter rule)."""
+    x = to_unit_range(images[:max_images])
+    return float(x.flatten(1).norm(dim=1).mean())
+
+
+class RandomBatches:
+    """Random labelled batches from one split, reproducible from a generator.
+
+    All randomness (indices and flips) comes from the ``torch.Generator`` passed to ``sample``, so a
+    training run that saves that generator's state resumes with exactly the same batches.
+    """
+
+    def __init__(self, split: Split, flip: bool = False):
+        self.split = split
+        self.flip = flip
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return images float32 (n, C, H, W) in [-1, 1] and labels int64 (n,)."""
+        idx = torch.randint(len(self.split.labels), (n,), generator=generator).numpy()
+        x = to_unit_range(self.split.images[idx])
+        if self.flip:
+            x = random_flips(x, generator)
+        return x, torch.from_numpy(self.split.labels[idx])

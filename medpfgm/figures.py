@@ -1,0 +1,54 @@
+"""Pictures people look at: per-class sample grids and loss curves (PNG, written atomically)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from medpfgm.io import atomic_write, read_jsonl  # noqa: E402
+
+
+def _save(fig, path: str | Path, dpi: int = 120) -> Path:
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight"))
+    plt.close(fig)
+    return out
+
+
+def class_grid(images: np.ndarray, labels: np.ndarray, names: list[str], path: str | Path, per_class: int = 10, title: str = "") -> Path:
+    """One row per class present in ``labels`` with up to ``per_class`` images each; the row label is the class name.
+
+    images: uint8 (n, H, W, C); labels: (n,) int.
+    """
+    classes = [c for c in range(len(names)) if (labels == c).any()]
+    h, w, ch = images.shape[1:]
+    rows = []
+    for c in classes:
+        row = images[labels == c][:per_class]
+        row = np.concatenate([row, np.full((per_class - len(row), h, w, ch), 255, np.uint8)])
+        rows.append(np.concatenate(list(row), axis=1))
+    canvas = np.concatenate(rows, axis=0)
+    scale = max(1.0, 64 / h)  # small images get enlarged so that the grid is readable
+    fig, ax = plt.subplots(figsize=(per_class * w * scale / 64 + 2.5, len(classes) * h * scale / 64 + 0.6))
+    ax.imshow(canvas.squeeze(-1) if ch == 1 else canvas, cmap="gray" if ch == 1 else None, interpolation="nearest")
+    ax.set_yticks([h * (i + 0.5) for i in range(len(classes))], [f"{c} {names[c][:24]}" for c in classes])
+    ax.set_xticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def plot_loss(log_path: str | Path, path: str | Path, title: str = "") -> Path | None:
+    """The logged training loss against step (log scale); None when the log is empty."""
+    records = read_jsonl(log_path) if Path(log_path).is_file() else []
+    if not records:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in records], [r["loss"] for r in records], lw=1)
+    ax.set(xlabel="step", ylabel="loss (mean per logged window)", yscale="log", title=title)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

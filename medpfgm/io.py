@@ -1,0 +1,95 @@
+"""Atomic file writes and safe checkpoint loading.
+
+Every file medpfgm writes goes to a temporary name in the same folder first and is renamed into
+place, so an interrupted run never leaves a half-written checkpoint, sample file or log behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medpfgm.errors import MedpfgmError
+
+
+def ensure_dir(path: str | Path) -> Path:
+    """Create ``path`` (and parents) or fail with a one-line error naming it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MedpfgmError(f"cannot create folder '{path}': {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK):
+        raise MedpfgmError(f"folder '{path}' is not writable")
+    return path
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` and rename the result onto ``path`` (same folder, so atomic)."""
+    path = Path(path)
+    ensure_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise MedpfgmError(f"cannot write '{path}': {exc.strerror or exc}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_json(path: str | Path, obj) -> Path:
+    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def append_jsonl(path: str | Path, record: dict) -> None:
+    """Append one JSON line (a log line; a partial last line is skipped by readers)."""
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def save_checkpoint(path: str | Path, state: dict) -> Path:
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Load a checkpoint as untrusted input: tensors and plain containers only (weights_only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MedpfgmError(f"checkpoint '{path}' does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MedpfgmError(f"checkpoint '{path}' is corrupt or not a medpfgm checkpoint ({reason[:120]})") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise MedpfgmError(f"checkpoint '{path}' is not a medpfgm checkpoint (no model/config entries)")
+    return state
+
+
+def save_images_npz(path: str | Path, images: np.ndarray, labels: np.ndarray, **extra: np.ndarray) -> Path:
+    """Write images in MedMNIST layout: ``images`` uint8 (n, H, W, C), ``labels`` int64 (n,)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, images=images, labels=labels, **extra)
+
+    return atomic_write(path, write)

@@ -1,0 +1,89 @@
+"""PFGM (D = 1): regress the normalised empirical Poisson field of a large batch; sample in t = ln z."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from medpfgm.config import PFGMConfig
+from medpfgm.physics import poisson
+
+
+def resolve_scales(cfg: PFGMConfig, mean_norm: float, n_dim: int) -> PFGMConfig:
+    """Fill m_max, z_max, upper_norm left unset in ``cfg`` by the rule of thumb (returns a copy)."""
+    rule = poisson.poisson_scales(mean_norm, n_dim, cfg.sigma, cfg.tau)
+    return PFGMConfig(
+        **{
+            **cfg.__dict__,
+            "data_norm": mean_norm,
+            "m_max": cfg.m_max if cfg.m_max is not None else rule.m_max,
+            "z_max": cfg.z_max if cfg.z_max is not None else rule.z_max,
+            "upper_norm": cfg.upper_norm if cfg.upper_norm is not None else rule.upper_norm,
+        }
+    )
+
+
+class PFGM:
+    """The network f(x, z, c) -> (v_x, v_z) predicts the normalised field; its last output channel,
+    averaged over pixels, is v_z. The noise level fed to the backbone is ln z mapped linearly so that
+    z_min -> 0 and z_max -> 1000 (the range of MONAI's sinusoidal embedding)."""
+
+    solvers = ("rk45", "euler", "heun")
+
+    def __init__(self, cfg: PFGMConfig, image_shape: tuple[int, int, int], batch_size: int):
+        if cfg.z_max is None or cfg.m_max is None or cfg.upper_norm is None:
+            raise ValueError("PFGM needs resolved m_max, z_max, upper_norm (see resolve_scales)")
+        self.cfg = cfg
+        self.image_shape = tuple(image_shape)
+        self.n_dim = math.prod(image_shape)
+        self.batch_size = batch_size
+
+    def out_channels(self, in_channels: int) -> int:
+        return in_channels + 1
+
+    def data_batch_size(self, batch_size: int) -> int:
+        """Real images one loss call needs: the field batch B_L, whose first B rows are trained on."""
+        return max(batch_size, self.cfg.field_batch)
+
+    def noise_level(self, z: torch.Tensor) -> torch.Tensor:
+        lo, hi = math.log(self.cfg.z_min), math.log(self.cfg.z_max)
+        return 1000.0 * (z.log() - lo) / (hi - lo)
+
+    def field(self, net, x: torch.Tensor, z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Network field: x (B, C, H, W), z (B,) -> v_x (B, N), v_z (B,)."""
+        c = self.image_shape[0]
+        out = net(x, timesteps=self.noise_level(z), class_labels=labels)
+        return out[:, :c].flatten(1), out[:, c].mean(dim=(1, 2))
+
+    def loss(self, net, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Mean squared error to the empirical field over the N + 1 outputs, averaged over the batch.
+
+        images: (B_L, C, H, W) in [-1, 1]; the first B are perturbed and trained on, all B_L are charges.
+        """
+        cfg, b = self.cfg, self.batch_size
+        charges = images.flatten(1)
+        y, z = poisson.perturb(charges[:b], cfg.m_max, cfg.sigma, cfg.tau, cfg.restrict_m, generator)
+        with torch.no_grad():
+            v_x, v_z = poisson.empirical_field(
+                y, z, charges, cfg.gamma, cfg.field_chunk, labels=labels[:b], charge_labels=labels
+            )
+        p_x, p_z = self.field(net, y.view(b, *self.image_shape), z, labels[:b])
+        return ((p_x.float() - v_x).pow(2).sum(1) + (p_z.float() - v_z).pow(2)).mean() / (self.n_dim + 1)
+
+    def prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Starting points on the plane z = z_max: float64 (n, C, H, W)."""
+        x = poisson.prior(n, self.n_dim, self.cfg.z_max, self.cfg.upper_norm, generator)
+        return x.view(n, *self.image_shape)
+
+    def times(self, steps: int) -> torch.Tensor:
+        return poisson.lnz_grid(self.cfg.z_max, self.cfg.z_min, steps)
+
+    def drift(self, net, x: torch.Tensor, t: float, labels: torch.Tensor) -> torch.Tensor:
+        """dx/dt at t = ln z for a batch x (B, C, H, W); computed in the network's dtype, returned as x's."""
+        z = math.exp(t)
+        zs = torch.full((x.shape[0],), z, device=x.device)
+        v_x, v_z = self.field(net, x.float(), zs, labels)
+        if z < self.cfg.z_exp:
+            v_z = poisson.small_z_vz(v_x, z, self.cfg.gamma)
+        return poisson.drift_in_lnz(v_x.to(x.dtype), v_z.to(x.dtype), z).view_as(x)

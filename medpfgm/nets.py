@@ -1,0 +1,42 @@
+"""The shared backbone: MONAI's class-conditional DiffusionModelUNet, sized by a recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from monai.networks.nets import DiffusionModelUNet
+
+
+@dataclass
+class NetConfig:
+    """Backbone size. ``channels`` has one entry per resolution level (each but the last halves H, W)."""
+
+    channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    num_res_blocks: int = 1
+    attention_levels: list[bool] = field(default_factory=lambda: [False, False, True])
+    norm_num_groups: int = 16
+    num_head_channels: int = 32
+
+
+def build_unet(cfg: NetConfig, in_channels: int, out_channels: int, num_classes: int) -> DiffusionModelUNet:
+    """A 2-D class-conditional UNet: forward(x (B, C, H, W), timesteps (B,) float, class_labels (B,) int).
+
+    MONAI embeds ``timesteps`` with the DDPM sinusoids built for integers 0..1000; each method maps its
+    own noise level (ln z, ln sigma, DDPM step) into that range.
+    """
+    return DiffusionModelUNet(
+        spatial_dims=2,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=list(cfg.channels),
+        num_res_blocks=cfg.num_res_blocks,
+        attention_levels=list(cfg.attention_levels),
+        norm_num_groups=cfg.norm_num_groups,
+        num_head_channels=cfg.num_head_channels,
+        num_class_embeds=num_classes,
+    )
+
+
+def count_parameters(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())

@@ -1,0 +1,173 @@
+"""The one training loop for every method: AdamW, warm-up, clipping, EMA, checkpoints, exact resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from medpfgm.config import RunConfig
+from medpfgm.data import RandomBatches, load_split, mean_l2_norm
+from medpfgm.errors import MedpfgmError
+from medpfgm.figures import plot_loss
+from medpfgm.io import append_jsonl, atomic_write, ensure_dir, load_checkpoint, read_jsonl, save_checkpoint, write_json
+from medpfgm.methods import build_method
+from medpfgm.methods.pfgm import resolve_scales
+from medpfgm.nets import count_parameters
+from medpfgm.run import RunPaths, build_net, image_shape
+
+
+def resolve_config(cfg: RunConfig, train_images) -> RunConfig:
+    """Fill the data-derived constants of the method (PFGM's M, z_max, upper_norm)."""
+    if cfg.method == "pfgm":
+        n_dim = math.prod(image_shape(cfg))
+        return dataclasses.replace(cfg, pfgm=resolve_scales(cfg.pfgm, mean_l2_norm(train_images), n_dim))
+    return cfg
+
+
+class Trainer:
+    """Owns the model, EMA, optimizer, schedule and the two generators (data on CPU, noise on device).
+
+    Everything that decides the next loss is in ``state_dict``, so a resumed run continues exactly.
+    """
+
+    def __init__(self, cfg: RunConfig, train_split, device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.method = build_method(cfg, image_shape(cfg))
+        self.net = build_net(cfg, self.method).to(device)
+        self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay), use_buffers=True)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        warmup = max(1, cfg.train.warmup_steps)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warmup))
+        self.batches = RandomBatches(train_split, flip=cfg.train.flip)
+        self.data_gen = torch.Generator().manual_seed(cfg.seed)
+        self.noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        self.step, self.train_seconds = 0, 0.0
+        self.amp = cfg.train.amp and device.type == "cuda"
+
+    def train_step(self) -> tuple[float, float]:
+        """One optimizer step; returns (loss, gradient norm before clipping)."""
+        self.net.train()
+        images, labels = self.batches.sample(self.method.data_batch_size(self.cfg.train.batch_size), self.data_gen)
+        images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            loss = self.method.loss(self.net, images, labels, self.noise_gen)
+        if not torch.isfinite(loss):
+            raise MedpfgmError(f"loss became {loss.item()} at step {self.step + 1}; lower the learning rate or check the data")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.train.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        self.ema.update_parameters(self.net)
+        self.step += 1
+        return loss.item(), grad_norm.item()
+
+    def state_dict(self) -> dict:
+        return {
+            "config": self.cfg.to_dict(),
+            "step": self.step,
+            "train_seconds": self.train_seconds,
+            "model": self.net.state_dict(),
+            "ema": self.ema.module.state_dict(),
+            "ema_n_averaged": self.ema.n_averaged,
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "data_rng": self.data_gen.get_state(),
+            "noise_rng": self.noise_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["model"])
+        self.ema.module.load_state_dict(state["ema"])
+        self.ema.n_averaged.copy_(state["ema_n_averaged"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.data_gen.set_state(state["data_rng"])
+        self.noise_gen.set_state(state["noise_rng"].to(self.noise_gen.get_state().device))
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.train_seconds = int(state["step"]), float(state["train_seconds"])
+
+
+def prepare_run(run_dir: str | Path, cfg: RunConfig, resume: bool) -> tuple[RunPaths, RunConfig, dict | None]:
+    """Check the run folder against --resume and return (paths, config, checkpoint state or None)."""
+    paths = RunPaths(Path(run_dir))
+    if resume:
+        if not paths.last_checkpoint.is_file():
+            raise MedpfgmError(f"--resume: run folder '{paths.root}' has no checkpoint to resume from")
+        state = load_checkpoint(paths.last_checkpoint)
+        saved = RunConfig.from_dict(state["config"], source=f"checkpoint '{paths.last_checkpoint}'")
+        if paths.log.is_file():  # drop lines logged after the checkpoint: they will be logged again
+            kept = [r for r in read_jsonl(paths.log) if r["step"] <= state["step"]]
+            atomic_write(paths.log, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in kept)))
+        return paths, dataclasses.replace(saved, train=dataclasses.replace(saved.train, steps=cfg.train.steps)), state
+    if paths.last_checkpoint.is_file():
+        raise MedpfgmError(f"run folder '{paths.root}' already holds a trained run; pass --resume or choose another --run")
+    return paths, cfg, None
+
+
+def train(
+    run_dir: str | Path,
+    cfg: RunConfig,
+    device: torch.device,
+    resume: bool = False,
+    data_root=None,
+    verify: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Train ``cfg`` into ``run_dir`` until cfg.train.steps; returns a summary dict."""
+    paths, cfg, state = prepare_run(run_dir, cfg, resume)
+    split = load_split(cfg.dataset, cfg.size, "train", data_root, verify=verify)
+    ensure_dir(paths.checkpoints)
+    if state is None:
+        cfg = resolve_config(cfg, split.images)
+    torch.manual_seed(cfg.seed)
+    trainer = Trainer(cfg, split, device)
+    if state is not None:
+        trainer.load_state_dict(state)
+    write_json(paths.config, cfg.to_dict())
+    tc = cfg.train
+    bar = tqdm(total=tc.steps, initial=trainer.step, desc=f"{cfg.method} {cfg.dataset} {cfg.size}px", disable=not progress, dynamic_ncols=True)
+    window, started = [], time.perf_counter()
+    try:
+        while trainer.step < tc.steps:
+            t0 = time.perf_counter()
+            loss, grad_norm = trainer.train_step()
+            trainer.train_seconds += time.perf_counter() - t0
+            window.append(loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if trainer.step % tc.log_every == 0 or trainer.step == tc.steps:
+                record = {
+                    "step": trainer.step,
+                    "loss": sum(window) / len(window),
+                    "last_loss": loss,
+                    "grad_norm": grad_norm,
+                    "lr": trainer.sched.get_last_lr()[0],
+                    "train_seconds": round(trainer.train_seconds, 3),
+                }
+                append_jsonl(paths.log, record)
+                window = []
+            if trainer.step % tc.checkpoint_every == 0 or trainer.step == tc.steps:
+                save_checkpoint(paths.last_checkpoint, trainer.state_dict())
+    except KeyboardInterrupt:
+        save_checkpoint(paths.last_checkpoint, trainer.state_dict())
+        bar.close()
+        raise MedpfgmError(f"interrupted at step {trainer.step}; saved {paths.last_checkpoint}, continue with --resume") from None
+    bar.close()
+    plot_loss(paths.log, paths.loss_plot, title=paths.root.name)
+    return {
+        "run": str(paths.root),
+        "step": trainer.step,
+        "parameters": count_parameters(trainer.net),
+        "train_seconds": trainer.train_seconds,
+        "seconds_this_call": time.perf_counter() - started,
+        "device": str(device),
+    }

@@ -1,0 +1,154 @@
+"""The command line end to end with a tiny recipe, and every bad input as a one-line error."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from medpfgm.cli import main
+from tests.conftest import write_medmnist_npz
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, data_root):
+    """A tiny PFGM run trained through the CLI (module-scoped: several tests sample from it)."""
+    import pytest as _pytest
+
+    tmp = tmp_path_factory.mktemp("cli")
+    recipe = tmp / "tiny.toml"
+    from tests.conftest import TINY_RECIPE
+
+    recipe.write_text(TINY_RECIPE)
+    mp = _pytest.MonkeyPatch()
+    mp.setenv("MEDPFGM_DATA", str(data_root))
+    code = main(["train", "--recipe", str(recipe), "--run", str(tmp / "run"), "--quiet", "--device", "cpu"])
+    mp.undo()
+    assert code == 0
+    return tmp / "run"
+
+
+def test_train_then_synthesize_one_class(capsys, trained_run, tmp_path):
+    out = tmp_path / "c3.npz"
+    code, stdout, err = run_cli(capsys, "synthesize", "--run", str(trained_run), "--class", "3", "-n", "5", "--out", str(out), "--quiet", "--solver", "euler", "--steps", "4")
+    assert code == 0, err
+    with np.load(out) as f:
+        assert f["images"].shape == (5, 28, 28, 3) and f["images"].dtype == np.uint8
+        assert f["labels"].tolist() == [3] * 5
+        assert f["nfe"].tolist() == [4]
+    assert out.with_suffix(".png").stat().st_size > 1000
+    assert "NFE 4" in stdout
+
+
+def test_synthesize_all_classes_balanced(capsys, trained_run):
+    code, stdout, err = run_cli(capsys, "synthesize", "--run", str(trained_run), "-n", "16", "--quiet", "--solver", "heun", "--steps", "3")
+    assert code == 0, err
+    files = sorted((trained_run / "samples").glob("all_heun_n16_seed0.*"))
+    assert [f.suffix for f in files] == [".npz", ".png"]
+    with np.load(files[0]) as f:
+        assert np.bincount(f["labels"]).tolist() == [2] * 8
+        assert f["nfe"].tolist() == [5]
+
+
+def test_training_config_and_log_are_in_the_run_folder(trained_run):
+    import json
+
+    cfg = json.loads((trained_run / "config.json").read_text())
+    assert cfg["pfgm"]["m_max"] > 200 and cfg["pfgm"]["z_max"] > 10  # derived from the data
+    assert len((trained_run / "log.jsonl").read_text().splitlines()) == 6
+
+
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        (["train", "--dataset", "pathmnist"], ["unknown dataset 'pathmnist'", "bloodmnist, dermamnist, retinamnist"]),
+        (["train", "--size", "32"], ["size 32", "28, 64, 128, 224"]),
+        (["train", "--steps", "0"], ["--steps must be a positive integer, got 0"]),
+        (["train", "--device", "tpu"], ["unknown device 'tpu'"]),
+        (["train", "--size", "abc"], ["'abc' is not a valid integer"]),
+        (["synthesize", "--run", "does/not/exist", "-n", "4"], ["run folder 'does/not/exist' does not exist"]),
+    ],
+)
+def test_bad_arguments(capsys, args, fragments):
+    code, _, err = run_cli(capsys, *args)
+    assert_one_line_error(code, err, *fragments)
+
+
+def test_bad_synthesize_arguments(capsys, trained_run, tmp_path):
+    run = str(trained_run)
+    cases = [
+        (["--class", "8", "-n", "4"], ["class 8 is out of range for bloodmnist: 0..7", "7 platelet"]),
+        (["--class", "-1", "-n", "4"], ["class -1 is out of range"]),
+        (["-n", "0"], ["-n must be a positive integer, got 0"]),
+        (["-n", "2", "--solver", "ddim"], ["solver 'ddim' is not available for pfgm; choose one of: rk45, euler, heun"]),
+    ]
+    for args, fragments in cases:
+        code, _, err = run_cli(capsys, "synthesize", "--run", run, *args, "--quiet")
+        assert_one_line_error(code, err, *fragments)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    code, _, err = run_cli(capsys, "synthesize", "--run", run, "-n", "2", "--out", str(blocker / "x.npz"), "--quiet")
+    assert_one_line_error(code, err, "cannot create folder", "a_file")
+
+
+def test_missing_and_corrupt_checkpoints(capsys, trained_run, tmp_path):
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    shutil.copy(trained_run / "config.json", empty / "config.json")
+    code, _, err = run_cli(capsys, "synthesize", "--run", str(empty), "-n", "2")
+    assert_one_line_error(code, err, "has no checkpoint")
+
+    broken = tmp_path / "broken_run"
+    shutil.copytree(trained_run, broken)
+    ckpt = broken / "checkpoints" / "last.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # truncated
+    code, _, err = run_cli(capsys, "synthesize", "--run", str(broken), "-n", "2")
+    assert_one_line_error(code, err, "is corrupt", "last.pt")
+    ckpt.write_bytes(b"not a checkpoint at all")
+    code, _, err = run_cli(capsys, "synthesize", "--run", str(broken), "-n", "2")
+    assert_one_line_error(code, err, "is corrupt")
+
+
+def test_existing_run_needs_resume_and_keeps_its_checkpoint(capsys, trained_run, tiny_recipe):
+    before = (trained_run / "checkpoints" / "last.pt").read_bytes()
+    code, _, err = run_cli(capsys, "train", "--recipe", str(tiny_recipe), "--run", str(trained_run), "--quiet")
+    assert_one_line_error(code, err, "already holds a trained run", "--resume")
+    assert (trained_run / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_wrong_md5_and_missing_data_files(capsys, tmp_path, tiny_recipe):
+    write_medmnist_npz(tmp_path / "bloodmnist.npz", 28, 8)
+    code, _, err = run_cli(capsys, "train", "--recipe", str(tiny_recipe), "--run", str(tmp_path / "r"), "--data-root", str(tmp_path), "--quiet")
+    assert_one_line_error(code, err, "has MD5", "expected 7053d0359d879ad8a5505303e11de1dc", "--no-verify")
+    # the same file is accepted for what it is with --no-verify
+    code, _, err = run_cli(capsys, "train", "--recipe", str(tiny_recipe), "--run", str(tmp_path / "r"), "--data-root", str(tmp_path), "--quiet", "--no-verify", "--steps", "1")
+    assert code == 0, err
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "medpfgm.cli", "synthesize", "--run", str(tmp_path / "nope"), "-n", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: run folder '{tmp_path / 'nope'}' does not exist; train one with `medpfgm train --run DIR`"]

@@ -1,0 +1,50 @@
+"""Oracle flows: the backward ODE driven by the exact empirical field (in place of the network) must
+carry prior samples onto the charges, in the proportions of the charges."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from medpfgm.config import PFGMConfig
+from medpfgm.data import load_split, to_unit_range
+from medpfgm.methods.pfgm import PFGM, resolve_scales
+from medpfgm.sample import solve
+from tests.conftest import OracleNet
+
+
+def test_toy_2d_mixture_lands_on_the_charges_in_proportion():
+    # two clusters: three charges near (-2, 0) and one at (+2, 0): 3/4 of the mass must go left
+    charges = torch.tensor([[-2.0, 0.0], [-2.0, 0.3], [-2.3, 0.0], [2.0, 0.0]], dtype=torch.float64)
+    labels = torch.zeros(4, dtype=torch.int64)
+    # in 2-D, field lines can reach the plane at a shallow angle: a sample stopped at z_min sits
+    # about z_min * cot(angle) from its charge, so the toy flow runs down to z = 1e-5
+    cfg = PFGMConfig(m_max=200, z_max=40.0, upper_norm=1e4, z_min=1e-5, z_exp=0.0)
+    method = PFGM(cfg, (2, 1, 1), batch_size=1)
+    net = OracleNet(method, charges, labels)
+    n = 600
+    x, nfe = solve(method, net, torch.zeros(n, dtype=torch.int64), "rk45", rtol=1e-6, atol=1e-6, generator=torch.Generator().manual_seed(0))
+    x = x.double().flatten(1)
+    nearest = torch.cdist(x, charges).min(1).values
+    assert nearest.max() < 0.05  # every sample ends on a charge (charges are >= 0.3 apart)
+    left = (x[:, 0] < 0).double().mean().item()
+    assert abs(left - 0.75) < 4 * math.sqrt(0.75 * 0.25 / n)
+    assert nfe > 10
+
+
+@pytest.mark.parametrize("solver,steps", [("euler", 50), ("heun", 25), ("rk45", 0)])
+def test_real_images_are_recovered_by_class(data_root, solver, steps):
+    split = load_split("bloodmnist", 28, "train", data_root)
+    charges = to_unit_range(split.images[:16]).double().flatten(1)
+    labels = torch.as_tensor(split.labels[:16])
+    cfg = resolve_scales(PFGMConfig(), float(charges.norm(dim=1).mean()), charges.shape[1])
+    method = PFGM(cfg, (3, 28, 28), batch_size=16)
+    net = OracleNet(method, charges, labels)
+    x, nfe = solve(method, net, labels[:8], solver, steps, 1e-4, 1e-4, torch.Generator().manual_seed(0))
+    dist = torch.cdist(x.double().flatten(1), charges)
+    spacing = torch.cdist(charges, charges).fill_diagonal_(math.inf).min()
+    assert dist.min(1).values.max() < 0.01 * spacing  # each sample sits on one training image
+    assert torch.equal(labels[dist.argmin(1)], labels[:8])  # of the requested class
+    assert nfe == {"euler": steps, "heun": 2 * steps - 1}.get(solver, nfe)
