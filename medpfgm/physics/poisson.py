@@ -69,7 +69,7 @@ def empirical_field(
     charges: torch.Tensor,
     gamma: float = 5.0,
     chunk_size: int | None = None,
-    dtype: torch.dtype = torch.float64,
+    refine: int = 8,
     labels: torch.Tensor | None = None,
     charge_labels: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,33 +81,39 @@ def empirical_field(
     E = sum_i w_i (x_i, 0) - (y, z) with w = softmax_i(-(N+1)/2 ln d_i^2), d_i^2 = ||y - x_i||^2 + z^2,
     and v = sqrt(N) E / (||E|| + gamma): it points toward the data and has norm ~sqrt(N) far away.
 
-    Cost: two (B, N) x (N, B_L) matrix products; memory O(B*B_L + B_L*N), never the (B, B_L, N+1)
-    tensor. ``chunk_size`` splits B_L with a running (online) softmax. Distances are formed in
-    ``dtype`` (float64 by default): ||y||^2 + ||x||^2 - 2 y.x cancels when y is near a charge, and the
-    log weight multiplies that rounding by (N+1)/2.
+    Cost: two (B, N) x (N, B_L) matrix products in the charges' dtype; memory O(B*B_L + B_L*N), never
+    the (B, B_L, N+1) tensor. ``chunk_size`` splits B_L with a running (online) softmax.
+    Precision: ||y||^2 + ||x||^2 - 2 y.x cancels when y is near a charge, and the log weight multiplies
+    that rounding by (N+1)/2; so the ``refine`` nearest charges of each point (the ones that carry the
+    weight) get their distances recomputed from explicit differences, which do not cancel. Log weights
+    and sums are float64.
     """
-    n_dim = y.shape[1]
-    y64, z64 = y.to(dtype), z.to(dtype)
-    y_sq = (y64 * y64).sum(1, keepdim=True) + (z64 * z64)[:, None]
+    n_dim, work = y.shape[1], charges.dtype
+    y_w, y64, z_sq = y.to(work), y.double(), z.double() ** 2
+    y_sq = (y_w * y_w).sum(1, keepdim=True).double() + z_sq[:, None]
     chunk_size = chunk_size or charges.shape[0]
-    run_max = torch.full_like(z64[:, None], -math.inf)
-    run_sum = torch.zeros_like(z64[:, None])
-    run_mean = torch.zeros_like(y64)  # sum_i exp(logw_i - run_max) x_i
+    run_max = torch.full_like(y_sq, -math.inf)
+    run_sum = torch.zeros_like(y_sq)
+    run_mean = torch.zeros_like(y64)  # sum_i exp(log_w_i - run_max) x_i
     for start in range(0, charges.shape[0], chunk_size):
-        c = charges[start : start + chunk_size].to(dtype)
-        d_sq = (y_sq + (c * c).sum(1)[None, :] - 2 * y64 @ c.T).clamp_min(torch.finfo(dtype).tiny)
-        log_w = -0.5 * (n_dim + 1) * d_sq.log()
+        c = charges[start : start + chunk_size]
+        d_sq = y_sq + (c * c).sum(1).double()[None, :] - 2 * (y_w @ c.T).double()
         if labels is not None:
             same_class = labels[:, None] == charge_labels[None, start : start + chunk_size]
-            log_w = log_w.masked_fill(~same_class, -math.inf)
+            d_sq = d_sq.masked_fill(~same_class, math.inf)
+        if refine:
+            near = d_sq.topk(min(refine, c.shape[0]), dim=1, largest=False).indices  # (B, k)
+            exact = (y_w[:, None, :] - c[near]).pow(2).sum(-1).double() + z_sq[:, None]
+            d_sq = d_sq.scatter(1, near, torch.where(d_sq.gather(1, near).isinf(), math.inf, exact))
+        log_w = -0.5 * (n_dim + 1) * d_sq.clamp_min(torch.finfo(torch.float64).tiny).log()
         new_max = torch.maximum(run_max, log_w.max(1, keepdim=True).values)
         rescale = (run_max - new_max).exp().nan_to_num(0.0)  # -inf - -inf: no charge of the class yet
         w = (log_w - new_max).exp().nan_to_num(0.0)
         run_sum = run_sum * rescale + w.sum(1, keepdim=True)
-        run_mean = run_mean * rescale + w @ c
+        run_mean = run_mean * rescale + (w.to(work) @ c).double()
         run_max = new_max
     e_x = run_mean / run_sum - y64
-    e_z = -z64
+    e_z = -z.double()
     scale = math.sqrt(n_dim) / (torch.sqrt((e_x * e_x).sum(1) + e_z * e_z) + gamma)
     return (e_x * scale[:, None]).to(y.dtype), (e_z * scale).to(y.dtype)
 
