@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -30,7 +31,8 @@ def cli() -> None:
 @cli.command()
 @click.option("--dataset", default="bloodmnist", show_default=True, help="bloodmnist, dermamnist or retinamnist.")
 @click.option("--size", type=int, default=28, show_default=True, help="Image size: 28, 64, 128 or 224.")
-@click.option("--method", default="pfgm", show_default=True, help="Generative method.")
+@click.option("--method", default="pfgm", show_default=True, help="pfgm (D = 1), pfgmpp (any D) or ddpm.")
+@click.option("--aug-dim", help="PFGM++ augmented dimension D: 1, an integer >= 2, or inf (EDM).")
 @click.option("--recipe", type=click.Path(dir_okay=False), help="Recipe file (default: recipes/<method>/<dataset>_<size>.toml).")
 @click.option("--steps", type=int, help="Total optimizer steps (overrides the recipe; with --resume, extends the run).")
 @click.option("--batch-size", type=int, help="Training batch B.")
@@ -42,9 +44,9 @@ def cli() -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--seed", type=int, help="Random seed (overrides the recipe).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(dataset, size, method, recipe, steps, batch_size, field_batch, run_dir, resume, data_root, no_verify, device, seed, quiet):
+def train(dataset, size, method, aug_dim, recipe, steps, batch_size, field_batch, run_dir, resume, data_root, no_verify, device, seed, quiet):
     """Train a class-conditional generative model on one MedMNIST dataset and size."""
-    from medpfgm.config import default_recipe, load_recipe
+    from medpfgm.config import METHODS, default_recipe, load_recipe, parse_aug_dim
     from medpfgm.data import check_dataset, check_size
     from medpfgm.run import select_device
     from medpfgm.train import train as run_training
@@ -53,12 +55,29 @@ def train(dataset, size, method, recipe, steps, batch_size, field_batch, run_dir
     check_size(size)
     for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--field-batch", field_batch)):
         _positive(name, value)
-    cfg = load_recipe(recipe or default_recipe(method, dataset, size))
-    cfg = dataclasses.replace(cfg, dataset=dataset, size=size) if not recipe else cfg
-    tc = dataclasses.replace(cfg.train, **{k: v for k, v in (("steps", steps), ("batch_size", batch_size)) if v is not None})
-    pc = dataclasses.replace(cfg.pfgm, field_batch=field_batch) if field_batch is not None else cfg.pfgm
-    cfg = dataclasses.replace(cfg, train=tc, pfgm=pc, seed=cfg.seed if seed is None else seed)
-    run_dir = run_dir or f"runs/{cfg.method}_{cfg.dataset}_{cfg.size}"
+    if recipe:
+        cfg = load_recipe(recipe)  # the recipe names method, dataset and size
+    else:
+        if method not in METHODS:
+            raise MedpfgmError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
+        cfg = dataclasses.replace(load_recipe(default_recipe(method, dataset, size)), dataset=dataset, size=size)
+    if aug_dim is not None:
+        if cfg.method != "pfgmpp":
+            raise MedpfgmError(f"--aug-dim applies to method pfgmpp only (this run is {cfg.method})")
+        d = parse_aug_dim(aug_dim)
+        cfg.pfgmpp.aug_dim = "inf" if math.isinf(d) else int(d)
+    if field_batch is not None:
+        if cfg.method != "pfgm":
+            raise MedpfgmError(f"--field-batch applies to method pfgm only (this run is {cfg.method})")
+        cfg.pfgm.field_batch = field_batch
+    if steps is not None:
+        cfg.train.steps = steps
+    if batch_size is not None:
+        cfg.train.batch_size = batch_size
+    if seed is not None:
+        cfg.seed = seed
+    suffix = f"_d{cfg.pfgmpp.aug_dim}" if cfg.method == "pfgmpp" else ""
+    run_dir = run_dir or f"runs/{cfg.method}{suffix}_{cfg.dataset}_{cfg.size}"
     summary = run_training(run_dir, cfg, select_device(device), resume, data_root, verify=not no_verify, progress=not quiet)
     click.echo(
         f"trained {summary['run']} to step {summary['step']} ({summary['parameters']:,} parameters, "
@@ -70,8 +89,8 @@ def train(dataset, size, method, recipe, steps, batch_size, field_batch, run_dir
 @click.option("--run", "run_dir", required=True, type=click.Path(), help="A run folder made by `medpfgm train`.")
 @click.option("--class", "class_id", type=int, help="Class index; default: all classes, equally many.")
 @click.option("-n", "n", type=int, required=True, help="Number of images in all.")
-@click.option("--solver", help="rk45, euler or heun (default: the run's recipe).")
-@click.option("--steps", type=int, help="Steps of euler/heun (default: the run's recipe).")
+@click.option("--solver", help="pfgm, pfgmpp: rk45, euler, heun; ddpm: ddpm, ddim (default: the run's recipe).")
+@click.option("--steps", type=int, help="Steps of euler/heun/ddpm/ddim (default: the run's recipe).")
 @click.option("--rtol", type=float, help="RK45 relative tolerance.")
 @click.option("--atol", type=float, help="RK45 absolute tolerance.")
 @click.option("--batch-size", type=int, help="Images integrated together.")

@@ -9,6 +9,7 @@ another file. The resolved configuration (data-derived constants filled in) is s
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from medpfgm.data import check_dataset, check_size
 from medpfgm.errors import MedpfgmError
 from medpfgm.nets import NetConfig
 
-METHODS = ("pfgm",)
+METHODS = ("pfgm", "pfgmpp", "ddpm")
 
 
 @dataclass
@@ -55,6 +56,30 @@ class PFGMConfig:
 
 
 @dataclass
+class PFGMPPConfig:
+    """PFGM++ constants (EDM's defaults). ``aug_dim`` is D: 1, any integer >= 2, or "inf" (EDM)."""
+
+    aug_dim: int | str = 128
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    sigma_data: float = 0.5
+
+
+@dataclass
+class DDPMConfig:
+    """DDPM baseline through MONAI's schedulers (epsilon prediction)."""
+
+    num_train_timesteps: int = 1000
+    schedule: str = "linear_beta"
+    beta_start: float = 1e-4
+    beta_end: float = 2e-2
+    clip_sample: bool = True
+
+
+@dataclass
 class SampleConfig:
     solver: str = "rk45"
     steps: int = 100
@@ -72,6 +97,8 @@ class RunConfig:
     net: NetConfig = field(default_factory=NetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     pfgm: PFGMConfig = field(default_factory=PFGMConfig)
+    pfgmpp: PFGMPPConfig = field(default_factory=PFGMPPConfig)
+    ddpm: DDPMConfig = field(default_factory=DDPMConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,7 +111,23 @@ class RunConfig:
             raise MedpfgmError(f"unknown method '{cfg.method}' in {source}; choose one of: {', '.join(METHODS)}")
         check_dataset(cfg.dataset)
         check_size(cfg.size)
+        d = parse_aug_dim(cfg.pfgmpp.aug_dim)
+        cfg.pfgmpp.aug_dim = "inf" if math.isinf(d) else int(d)  # JSON has no inf
         return cfg
+
+
+def parse_aug_dim(value: int | float | str) -> float:
+    """D of PFGM++: 1, an integer >= 2, or "inf" / inf (EDM). Returns it as a float (math.inf for inf)."""
+    text = str(value).strip().lower()
+    if text in ("inf", "infinity"):
+        return math.inf
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1 or str(number) != text:
+        raise MedpfgmError(f"aug_dim (D) must be 1, an integer >= 2, or inf; got '{value}'")
+    return float(number)
 
 
 def _build(cls, data: dict[str, Any], source: str):

@@ -25,6 +25,7 @@ def class_grid(images: np.ndarray, labels: np.ndarray, names: list[str], path: s
     images: uint8 (n, H, W, C); labels: (n,) int.
     """
     classes = [c for c in range(len(names)) if (labels == c).any()]
+    per_class = min(per_class, max(int((labels == c).sum()) for c in classes))
     h, w, ch = images.shape[1:]
     rows = []
     for c in classes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -36,6 +37,13 @@ def build_unet(cfg: NetConfig, in_channels: int, out_channels: int, num_classes:
         num_head_channels=cfg.num_head_channels,
         num_class_embeds=num_classes,
     )
+
+
+def log_timestep(level: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Map a positive noise level (z or sigma) log-linearly so that ``low`` -> 0 and ``high`` -> 1000,
+    the range MONAI's sinusoidal time embedding is built for. level: (B,) -> (B,) float32."""
+    lo, hi = math.log(low), math.log(high)
+    return (1000.0 * (level.log() - lo) / (hi - lo)).float()
 
 
 def count_parameters(net: torch.nn.Module) -> int:

@@ -16,15 +16,16 @@ from scipy.integrate import solve_ivp
 Drift = Callable[[torch.Tensor, float], torch.Tensor]
 
 
-class CountedDrift:
-    """Wrap ``drift(x, t)`` and count its calls."""
+class Counted:
+    """Wrap a callable (a network, a drift) and count its calls. Samplers wrap the network, so one
+    network evaluation on a batch is one NFE for every method and solver alike."""
 
-    def __init__(self, drift: Drift):
-        self.drift, self.nfe = drift, 0
+    def __init__(self, fn: Callable):
+        self.fn, self.calls = fn, 0
 
-    def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        self.nfe += 1
-        return self.drift(x, float(t))
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.fn(*args, **kwargs)
 
 
 def euler(drift: Drift, x: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
@@ -76,19 +77,23 @@ def solve(
 
     labels: (B,) int64 on the network's device. Returns samples (B, C, H, W) float32 and the NFE.
     """
-    device = labels.device
-    x = method.prior(len(labels), generator).to(device)
-    drift = CountedDrift(lambda state, t: method.drift(net, state, t, labels))
-    times = method.times(steps if solver != "rk45" else 1)
+    if solver not in method.solvers:
+        raise ValueError(f"solver {solver!r} is not one of {method.solvers}")
+    x = method.prior(len(labels), generator).to(labels.device)
+    net = Counted(net)
+    if solver in ("ddpm", "ddim"):
+        return method.run_scheduler(net, x, labels, solver, steps, generator).float(), net.calls
+
+    def drift(state: torch.Tensor, t: float) -> torch.Tensor:
+        return method.drift(net, state, float(t), labels)
+
     if solver == "euler":
-        x = euler(drift, x, times)
+        x = euler(drift, x, method.times(steps))
     elif solver == "heun":
-        x = heun(drift, x, times)
-    elif solver == "rk45":
-        x = rk45(drift, x, float(times[0]), float(times[-1]), rtol, atol)
+        x = heun(drift, x, method.times(steps))
     else:
-        raise ValueError(f"unknown solver {solver!r}")
-    return x.float(), drift.nfe
+        x = rk45(drift, x, *method.t_span(), rtol, atol)
+    return x.float(), net.calls
 
 
 def generate(

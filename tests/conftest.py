@@ -49,11 +49,14 @@ def data_root() -> Path:
     return DATA_ROOT
 
 
+def write_tiny_recipe(path: Path, method: str = "pfgm") -> Path:
+    path.write_text(TINY_RECIPE.replace('method = "pfgm"', f'method = "{method}"'))
+    return path
+
+
 @pytest.fixture
 def tiny_recipe(tmp_path) -> Path:
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY_RECIPE)
-    return path
+    return write_tiny_recipe(tmp_path / "tiny.toml")
 
 
 @pytest.fixture(autouse=True)
@@ -89,3 +92,51 @@ class OracleNet(torch.nn.Module):
         )
         b, c, h, w = x.shape
         return torch.cat([v_x.view(b, c, h, w), v_z.view(b, 1, 1, 1).expand(b, 1, h, w)], 1).float()
+
+
+def posterior_mean(x: torch.Tensor, data: torch.Tensor, log_kernel) -> torch.Tensor:
+    """E[y | x] over a finite data set, float64: softmax_i(log_kernel(||x - y_i||^2)) @ data.
+
+    x: (B, N), data: (K, N); log_kernel maps squared distances (B, K) to log weights.
+    """
+    d_sq = torch.cdist(x.double(), data.double()).pow(2)
+    return torch.softmax(log_kernel(d_sq), dim=1) @ data.double()
+
+
+class OracleDenoiser(torch.nn.Module):
+    """Stands in for the PFGM++ network: F such that c_skip x + c_out F is the exact posterior mean
+    of a toy data set under the PFGM++ kernel (Student-t, D), or the Gaussian one for D = inf."""
+
+    def __init__(self, method, data: torch.Tensor):
+        super().__init__()
+        self.method, self.data = method, data.double()
+
+    def forward(self, x_in, timesteps, class_labels):
+        from medpfgm.physics import pfgmpp
+
+        cfg, d = self.method.cfg, self.method.aug_dim
+        lo, hi = math.log(cfg.sigma_min), math.log(cfg.sigma_max)
+        sigma = torch.exp(timesteps.double() / 1000 * (hi - lo) + lo)
+        c_skip, c_out, c_in = pfgmpp.edm_preconditioning(sigma, cfg.sigma_data)
+        x = x_in.double().flatten(1) / c_in[:, None]
+        if math.isinf(d):
+            log_kernel = lambda d_sq: -d_sq / (2 * sigma[:, None] ** 2)  # noqa: E731
+        else:
+            log_kernel = lambda d_sq: -0.5 * (x.shape[1] + d) * torch.log(d_sq + d * sigma[:, None] ** 2)  # noqa: E731
+        denoised = posterior_mean(x, self.data, log_kernel)
+        return ((denoised - c_skip[:, None] * x) / c_out[:, None]).view_as(x_in).float()
+
+
+class OracleEpsilon(torch.nn.Module):
+    """Stands in for the DDPM network: the exact epsilon of a toy data set at each integer timestep."""
+
+    def __init__(self, method, data: torch.Tensor):
+        super().__init__()
+        self.alphas_cumprod = method.train_scheduler.alphas_cumprod.double()
+        self.data = data.double()
+
+    def forward(self, x_t, timesteps, class_labels):
+        a = self.alphas_cumprod[timesteps.long().cpu()][:, None]
+        x = x_t.double().flatten(1)
+        mean = posterior_mean(x / a.sqrt(), self.data, lambda d_sq: -d_sq * a / (2 * (1 - a)))
+        return ((x - a.sqrt() * mean) / (1 - a).sqrt()).view_as(x_t).float()

@@ -152,3 +152,49 @@ def test_console_script_prints_no_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: run folder '{tmp_path / 'nope'}' does not exist; train one with `medpfgm train --run DIR`"]
+
+
+@pytest.mark.parametrize(
+    "method,extra,solver,steps,nfe",
+    [("pfgmpp", ["--aug-dim", "inf"], "heun", 3, 5), ("pfgmpp", [], "rk45", 0, None), ("ddpm", [], "ddim", 4, 4), ("ddpm", [], "ddpm", 5, 5)],
+)
+def test_each_method_trains_and_synthesizes(capsys, tmp_path, data_root, method, extra, solver, steps, nfe):
+    from tests.conftest import write_tiny_recipe
+
+    recipe = write_tiny_recipe(tmp_path / "tiny.toml", method)
+    code, _, err = run_cli(capsys, "train", "--recipe", str(recipe), "--run", str(tmp_path / "run"), "--quiet", "--steps", "2", *extra)
+    assert code == 0, err
+    args = ["--solver", solver] + (["--steps", str(steps)] if steps else ["--rtol", "1e-2", "--atol", "1e-2"])
+    code, _, err = run_cli(capsys, "synthesize", "--run", str(tmp_path / "run"), "-n", "3", "--class", "2", "--out", str(tmp_path / "s.npz"), "--quiet", *args)
+    assert code == 0, err
+    with np.load(tmp_path / "s.npz") as f:
+        assert f["images"].shape == (3, 28, 28, 3) and f["labels"].tolist() == [2, 2, 2]
+        assert nfe is None or f["nfe"].tolist() == [nfe]
+    if extra:
+        import json
+
+        assert json.loads((tmp_path / "run" / "config.json").read_text())["pfgmpp"]["aug_dim"] == "inf"
+
+
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        (["--method", "pfgmpp", "--aug-dim", "0"], ["aug_dim (D) must be 1, an integer >= 2, or inf; got '0'"]),
+        (["--method", "pfgmpp", "--aug-dim", "2.5"], ["got '2.5'"]),
+        (["--method", "pfgm", "--aug-dim", "128"], ["--aug-dim applies to method pfgmpp only"]),
+        (["--method", "ddpm", "--field-batch", "64"], ["--field-batch applies to method pfgm only"]),
+        (["--method", "vae"], ["unknown method 'vae'; choose one of: pfgm, pfgmpp, ddpm"]),
+    ],
+)
+def test_bad_method_arguments(capsys, args, fragments):
+    code, _, err = run_cli(capsys, "train", *args)
+    assert_one_line_error(code, err, *fragments)
+
+
+def test_ddpm_run_refuses_ode_solvers(capsys, tmp_path, data_root):
+    from tests.conftest import write_tiny_recipe
+
+    recipe = write_tiny_recipe(tmp_path / "tiny.toml", "ddpm")
+    assert run_cli(capsys, "train", "--recipe", str(recipe), "--run", str(tmp_path / "run"), "--quiet", "--steps", "1")[0] == 0
+    code, _, err = run_cli(capsys, "synthesize", "--run", str(tmp_path / "run"), "-n", "2", "--solver", "heun")
+    assert_one_line_error(code, err, "solver 'heun' is not available for ddpm; choose one of: ddpm, ddim")

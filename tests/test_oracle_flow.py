@@ -48,3 +48,41 @@ def test_real_images_are_recovered_by_class(data_root, solver, steps):
     assert dist.min(1).values.max() < 0.01 * spacing  # each sample sits on one training image
     assert torch.equal(labels[dist.argmin(1)], labels[:8])  # of the requested class
     assert nfe == {"euler": steps, "heun": 2 * steps - 1}.get(solver, nfe)
+
+
+TOY = torch.tensor([[-0.6, -0.6], [-0.6, -0.3], [-0.9, -0.6], [0.7, 0.5]], dtype=torch.float64)
+
+
+def assert_lands_on_toy(x: torch.Tensor, tol: float, fraction: float = 1.0) -> None:
+    x = x.double().flatten(1)
+    assert (torch.cdist(x, TOY).min(1).values < tol).double().mean() >= fraction
+    left = (x[:, 0] < 0).double().mean().item()  # 3 of 4 toy points are on the left
+    assert abs(left - 0.75) < 4 * math.sqrt(0.75 * 0.25 / len(x))
+
+
+@pytest.mark.parametrize("aug_dim,solver,steps", [(1, "heun", 40), (128, "heun", 18), ("inf", "heun", 18), (128, "euler", 200), (128, "rk45", 0)])
+def test_pfgmpp_oracle_flow_lands_on_toy_data(aug_dim, solver, steps):
+    from medpfgm.config import PFGMPPConfig
+    from medpfgm.methods.pfgmpp import PFGMPP
+    from tests.conftest import OracleDenoiser
+
+    method = PFGMPP(PFGMPPConfig(aug_dim=aug_dim), (2, 1, 1))
+    net = OracleDenoiser(method, TOY)
+    x, nfe = solve(method, net, torch.zeros(500, dtype=torch.int64), solver, steps, 1e-5, 1e-5, torch.Generator().manual_seed(0))
+    # D = 1 has Cauchy-tailed prior radii R: a far start ends about (R / sigma_max) * sigma_min from
+    # the data, so a few of 500 samples stop short; larger D has no such tail
+    assert_lands_on_toy(x, tol=0.02, fraction=0.98 if aug_dim == 1 else 1.0)
+    assert nfe == {"heun": 2 * steps - 1, "euler": steps}.get(solver, nfe)
+
+
+@pytest.mark.parametrize("solver,steps", [("ddpm", 1000), ("ddim", 50)])
+def test_ddpm_oracle_chain_lands_on_toy_data(solver, steps):
+    from medpfgm.config import DDPMConfig
+    from medpfgm.methods.ddpm import DDPM
+    from tests.conftest import OracleEpsilon
+
+    method = DDPM(DDPMConfig(), (2, 1, 1))
+    net = OracleEpsilon(method, TOY)
+    x, nfe = solve(method, net, torch.zeros(400, dtype=torch.int64), solver, steps, generator=torch.Generator().manual_seed(0))
+    assert_lands_on_toy(x, tol=0.03)
+    assert nfe == steps

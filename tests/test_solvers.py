@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from medpfgm.sample import CountedDrift, euler, heun, rk45
+from medpfgm.sample import Counted, euler, heun, rk45
 
 
 def linear_drift(x, t):
@@ -35,16 +35,16 @@ def test_fixed_step_solvers_converge_at_their_order(solver, order):
 
 def test_rk45_meets_its_tolerance_and_counts_nfe():
     x0 = torch.tensor([[1.5, -0.5]], dtype=torch.float64)
-    drift = CountedDrift(linear_drift)
+    drift = Counted(linear_drift)
     got = rk45(drift, x0, 2.0, -1.0, rtol=1e-8, atol=1e-8)
     want = torch.tensor([[exact(1.5, 2.0, -1.0), exact(-0.5, 2.0, -1.0)]], dtype=torch.float64)
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
-    assert got.shape == x0.shape and drift.nfe > 6
+    assert got.shape == x0.shape and drift.calls > 6
 
 
 def test_nfe_of_fixed_step_solvers():
     times = torch.linspace(1.0, 0.0, 11, dtype=torch.float64)
     for solver, expected in ((euler, 10), (heun, 19)):
-        drift = CountedDrift(linear_drift)
+        drift = Counted(linear_drift)
         solver(drift, torch.zeros(3, dtype=torch.float64), times)
-        assert drift.nfe == expected
+        assert drift.calls == expected

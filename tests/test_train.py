@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 
+import pytest
 import torch
 
 from medpfgm.config import load_recipe
@@ -12,10 +13,15 @@ from medpfgm.io import read_jsonl
 from medpfgm.nets import count_parameters
 from medpfgm.train import Trainer, resolve_config, train
 from medpfgm.data import load_split
+from tests.conftest import write_tiny_recipe
 
 
-def test_tiny_unet_loss_falls_on_real_images(tiny_recipe, data_root):
-    cfg = load_recipe(tiny_recipe)
+METHODS = ["pfgm", "pfgmpp", "ddpm"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_tiny_unet_loss_falls_on_real_images(tmp_path, data_root, method):
+    cfg = load_recipe(write_tiny_recipe(tmp_path / "tiny.toml", method))
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=32, lr=2e-3))
     split = load_split("bloodmnist", 28, "train", data_root)
     cfg = resolve_config(cfg, split.images)
@@ -26,8 +32,9 @@ def test_tiny_unet_loss_falls_on_real_images(tiny_recipe, data_root):
     assert last < 0.8 * first, (first, last)
 
 
-def test_resume_reproduces_the_uninterrupted_run(tiny_recipe, tmp_path, data_root):
-    cfg = load_recipe(tiny_recipe)  # 6 steps, checkpoint every 3, log every step
+@pytest.mark.parametrize("method", METHODS)
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, data_root, method):
+    cfg = load_recipe(write_tiny_recipe(tmp_path / "tiny.toml", method))  # 6 steps, checkpoint every 3, log every step
     full = train(tmp_path / "full", cfg, torch.device("cpu"), progress=False)
     assert full["step"] == 6
     # a run killed after its step-3 checkpoint: copy that state, then resume

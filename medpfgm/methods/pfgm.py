@@ -7,6 +7,7 @@ import math
 import torch
 
 from medpfgm.config import PFGMConfig
+from medpfgm.nets import log_timestep
 from medpfgm.physics import poisson
 
 
@@ -46,14 +47,10 @@ class PFGM:
         """Real images one loss call needs: the field batch B_L, whose first B rows are trained on."""
         return max(batch_size, self.cfg.field_batch)
 
-    def noise_level(self, z: torch.Tensor) -> torch.Tensor:
-        lo, hi = math.log(self.cfg.z_min), math.log(self.cfg.z_max)
-        return 1000.0 * (z.log() - lo) / (hi - lo)
-
     def field(self, net, x: torch.Tensor, z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Network field: x (B, C, H, W), z (B,) -> v_x (B, N), v_z (B,)."""
         c = self.image_shape[0]
-        out = net(x, timesteps=self.noise_level(z), class_labels=labels)
+        out = net(x, timesteps=log_timestep(z, self.cfg.z_min, self.cfg.z_max), class_labels=labels)
         return out[:, :c].flatten(1), out[:, c].mean(dim=(1, 2))
 
     def loss(self, net, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -77,7 +74,11 @@ class PFGM:
         return x.view(n, *self.image_shape)
 
     def times(self, steps: int) -> torch.Tensor:
+        """steps + 1 values of t = ln z, uniform from ln z_max to ln z_min."""
         return poisson.lnz_grid(self.cfg.z_max, self.cfg.z_min, steps)
+
+    def t_span(self) -> tuple[float, float]:
+        return math.log(self.cfg.z_max), math.log(self.cfg.z_min)
 
     def drift(self, net, x: torch.Tensor, t: float, labels: torch.Tensor) -> torch.Tensor:
         """dx/dt at t = ln z for a batch x (B, C, H, W); computed in the network's dtype, returned as x's."""

@@ -1,0 +1,63 @@
+"""The DDPM baseline: epsilon prediction on the same UNet, MONAI's DDPM (ancestral) and DDIM schedulers.
+
+MONAI's DiffusionInferer does not pass ``class_labels`` to the network, so the conditional loop is
+written once here, over MONAI's scheduler ``step``.
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+
+from medpfgm.config import DDPMConfig
+
+
+class DDPM:
+    solvers = ("ddpm", "ddim")
+
+    def __init__(self, cfg: DDPMConfig, image_shape: tuple[int, int, int]):
+        self.cfg = cfg
+        self.image_shape = tuple(image_shape)
+        self.train_scheduler = self.scheduler("ddpm")
+
+    def scheduler(self, solver: str) -> DDPMScheduler | DDIMScheduler:
+        cfg = self.cfg
+        kwargs = dict(
+            num_train_timesteps=cfg.num_train_timesteps,
+            schedule=cfg.schedule,
+            beta_start=cfg.beta_start,
+            beta_end=cfg.beta_end,
+            clip_sample=cfg.clip_sample,
+        )
+        return DDPMScheduler(**kwargs) if solver == "ddpm" else DDIMScheduler(**kwargs)
+
+    def out_channels(self, in_channels: int) -> int:
+        return in_channels
+
+    def data_batch_size(self, batch_size: int) -> int:
+        return batch_size
+
+    def loss(self, net, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """||eps_theta(x_t, t, c) - eps||^2 with t ~ U{0..T-1}, mean over pixels and batch."""
+        t = torch.randint(0, self.cfg.num_train_timesteps, (len(images),), generator=generator, device=images.device)
+        noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+        noisy = self.train_scheduler.add_noise(images, noise, t)
+        return (net(noisy, timesteps=t, class_labels=labels).float() - noise).pow(2).mean()
+
+    def prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn((n, *self.image_shape), generator=generator)
+
+    def run_scheduler(self, net, x: torch.Tensor, labels: torch.Tensor, solver: str, steps: int, generator: torch.Generator) -> torch.Tensor:
+        """The reverse chain from x ~ N(0, I) (B, C, H, W): ``steps`` scheduler steps, one network call each.
+
+        ddpm: ancestral sampling (its step count is the training T unless ``steps`` is smaller);
+        ddim: deterministic (eta = 0). One network evaluation per step.
+        """
+        scheduler = self.scheduler(solver)
+        scheduler.set_timesteps(min(steps, self.cfg.num_train_timesteps), device=x.device)
+        device_gen = torch.Generator(device=x.device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+        x = x.float()
+        for t in scheduler.timesteps:
+            eps = net(x, timesteps=t.expand(len(x)).to(x.device), class_labels=labels).float()
+            x, _ = scheduler.step(eps, int(t), x, generator=device_gen)
+        return x
