@@ -49,6 +49,7 @@ class PFGMConfig:
     restrict_m: bool = True
     z_min: float = 1e-3
     z_exp: float = 1.0
+    z_loss_weight: float | None = None  # weight of the v_z term; None = N (as much as all of v_x); 1 = official
     m_max: int | None = None
     z_max: float | None = None
     upper_norm: float | None = None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -96,6 +98,21 @@ class Trainer:
         self.step, self.train_seconds = int(state["step"]), float(state["train_seconds"])
 
 
+def _stop_on_sigterm():
+    """Turn SIGTERM (a `kill`, a scheduler's stop) into KeyboardInterrupt so the loop saves a checkpoint.
+
+    Returns a function that restores the previous handler. A no-op outside the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 def prepare_run(run_dir: str | Path, cfg: RunConfig, resume: bool) -> tuple[RunPaths, RunConfig, dict | None]:
     """Check the run folder against --resume and return (paths, config, checkpoint state or None)."""
     paths = RunPaths(Path(run_dir))
@@ -136,6 +153,7 @@ def train(
     tc = cfg.train
     bar = tqdm(total=tc.steps, initial=trainer.step, desc=f"{cfg.method} {cfg.dataset} {cfg.size}px", disable=not progress, dynamic_ncols=True)
     window, started = [], time.perf_counter()
+    restore = _stop_on_sigterm()
     try:
         while trainer.step < tc.steps:
             t0 = time.perf_counter()
@@ -161,6 +179,8 @@ def train(
         save_checkpoint(paths.last_checkpoint, trainer.state_dict())
         bar.close()
         raise MedpfgmError(f"interrupted at step {trainer.step}; saved {paths.last_checkpoint}, continue with --resume") from None
+    finally:
+        restore()
     bar.close()
     plot_loss(paths.log, paths.loss_plot, title=paths.root.name)
     return {

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 import pytest
 
 from medpfgm.cli import main
@@ -198,3 +199,30 @@ def test_ddpm_run_refuses_ode_solvers(capsys, tmp_path, data_root):
     assert run_cli(capsys, "train", "--recipe", str(recipe), "--run", str(tmp_path / "run"), "--quiet", "--steps", "1")[0] == 0
     code, _, err = run_cli(capsys, "synthesize", "--run", str(tmp_path / "run"), "-n", "2", "--solver", "heun")
     assert_one_line_error(code, err, "solver 'heun' is not available for ddpm; choose one of: ddpm, ddim")
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path, tiny_recipe, data_root):
+    import json
+    import os
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    env = {**os.environ, "MEDPFGM_DATA": str(data_root)}
+    cmd = [sys.executable, "-m", "medpfgm.cli", "train", "--recipe", str(tiny_recipe), "--run", str(run), "--steps", "100000", "--quiet"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 180
+    while time.time() < deadline and not (run / "log.jsonl").is_file():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert len(err.strip().splitlines()) == 1 and "interrupted at step" in err and "--resume" in err
+    step = int(err.split("interrupted at step ")[1].split(";")[0])
+    saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["step"] == step >= 1
+    assert json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"] <= step
+    code = main(["train", "--run", str(run), "--resume", "--steps", str(step + 2), "--quiet"])
+    assert code == 0
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == step + 2

@@ -54,9 +54,13 @@ class PFGM:
         return out[:, :c].flatten(1), out[:, c].mean(dim=(1, 2))
 
     def loss(self, net, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Mean squared error to the empirical field over the N + 1 outputs, averaged over the batch.
+        """Weighted squared error to the empirical field, (sum_x err^2 + w err_z^2) / (N + w), batch mean.
 
         images: (B_L, C, H, W) in [-1, 1]; the first B are perturbed and trained on, all B_L are charges.
+        w = ``z_loss_weight`` (default N). The official code uses w = 1, so the scalar v_z is 1/(N+1) of
+        the loss and, on short budgets, stays a near-constant; but the ODE's drift is z v_x / v_z, so
+        v_z's relative error is the speed's. The weights change no minimiser (each output still
+        regresses its own conditional mean), only how fast v_z is learned.
         """
         cfg, b = self.cfg, self.batch_size
         charges = images.flatten(1)
@@ -66,7 +70,8 @@ class PFGM:
                 y, z, charges, cfg.gamma, cfg.field_chunk, labels=labels[:b], charge_labels=labels
             )
         p_x, p_z = self.field(net, y.view(b, *self.image_shape), z, labels[:b])
-        return ((p_x.float() - v_x).pow(2).sum(1) + (p_z.float() - v_z).pow(2)).mean() / (self.n_dim + 1)
+        w = self.n_dim if cfg.z_loss_weight is None else cfg.z_loss_weight
+        return ((p_x.float() - v_x).pow(2).sum(1) + w * (p_z.float() - v_z).pow(2)).mean() / (self.n_dim + w)
 
     def prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Starting points on the plane z = z_max: float64 (n, C, H, W)."""
