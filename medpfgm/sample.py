@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
+from medpfgm.errors import MedpfgmError
+
 Drift = Callable[[torch.Tensor, float], torch.Tensor]
 
 
@@ -58,7 +60,7 @@ def rk45(drift: Drift, x: torch.Tensor, t0: float, t1: float, rtol: float = 1e-4
 
     sol = solve_ivp(fun, (t0, t1), x.detach().cpu().double().numpy().ravel(), method="RK45", rtol=rtol, atol=atol, t_eval=[t1])
     if not sol.success:
-        raise RuntimeError(f"RK45 failed: {sol.message}")
+        raise MedpfgmError(f"RK45 stopped before the end ({sol.message}); try --solver heun or a looser --rtol/--atol")
     return torch.from_numpy(sol.y[:, -1]).to(device=device, dtype=dtype).view(shape)
 
 
