@@ -94,11 +94,12 @@ def train(dataset, size, method, aug_dim, recipe, steps, batch_size, field_batch
 @click.option("--rtol", type=float, help="RK45 relative tolerance.")
 @click.option("--atol", type=float, help="RK45 absolute tolerance.")
 @click.option("--batch-size", type=int, help="Images integrated together.")
+@click.option("--z-exp", type=float, help="PFGM only: below this z, v_z comes from the small-z formula (default: the run's recipe).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Output .npz (default: <run>/samples/<class>_<solver>.npz); a PNG grid is written beside it.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def synthesize(run_dir, class_id, n, solver, steps, rtol, atol, batch_size, out, seed, device, quiet):
+def synthesize(run_dir, class_id, n, solver, steps, rtol, atol, batch_size, z_exp, out, seed, device, quiet):
     """Sample class-conditional images from a trained run into a MedMNIST-layout .npz and a PNG grid."""
     from medpfgm.data import check_class
     from medpfgm.figures import class_grid
@@ -117,6 +118,10 @@ def synthesize(run_dir, class_id, n, solver, steps, rtol, atol, batch_size, out,
         if class_id is not None:
             check_class(pre.dataset, class_id)
     run = load_run(run_dir, dev)
+    if z_exp is not None:
+        if run.cfg.method != "pfgm" or z_exp < 0:
+            raise MedpfgmError(f"--z-exp takes a value >= 0 for pfgm runs only (got {z_exp} for a {run.cfg.method} run)")
+        run.method.cfg = dataclasses.replace(run.method.cfg, z_exp=z_exp)
     sc = run.cfg.sample
     solver = solver or sc.solver
     if solver not in run.method.solvers:

@@ -49,7 +49,7 @@ def trained_run(tmp_path_factory, data_root):
 
 def test_train_then_synthesize_one_class(capsys, trained_run, tmp_path):
     out = tmp_path / "c3.npz"
-    code, stdout, err = run_cli(capsys, "synthesize", "--run", str(trained_run), "--class", "3", "-n", "5", "--out", str(out), "--quiet", "--solver", "euler", "--steps", "4")
+    code, stdout, err = run_cli(capsys, "synthesize", "--run", str(trained_run), "--class", "3", "-n", "5", "--out", str(out), "--quiet", "--solver", "euler", "--steps", "4", "--z-exp", "0.5")
     assert code == 0, err
     with np.load(out) as f:
         assert f["images"].shape == (5, 28, 28, 3) and f["images"].dtype == np.uint8
@@ -100,6 +100,7 @@ def test_bad_synthesize_arguments(capsys, trained_run, tmp_path):
         (["--class", "-1", "-n", "4"], ["class -1 is out of range"]),
         (["-n", "0"], ["-n must be a positive integer, got 0"]),
         (["-n", "2", "--solver", "ddim"], ["solver 'ddim' is not available for pfgm; choose one of: rk45, euler, heun"]),
+        (["-n", "2", "--z-exp", "-1"], ["--z-exp takes a value >= 0 for pfgm runs only (got -1.0"]),
     ]
     for args, fragments in cases:
         code, _, err = run_cli(capsys, "synthesize", "--run", run, *args, "--quiet")
