@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -14,14 +15,12 @@ from medpfgm.physics import poisson
 def resolve_scales(cfg: PFGMConfig, mean_norm: float, n_dim: int) -> PFGMConfig:
     """Fill m_max, z_max, upper_norm left unset in ``cfg`` by the rule of thumb (returns a copy)."""
     rule = poisson.poisson_scales(mean_norm, n_dim, cfg.sigma, cfg.tau)
-    return PFGMConfig(
-        **{
-            **cfg.__dict__,
-            "data_norm": mean_norm,
-            "m_max": cfg.m_max if cfg.m_max is not None else rule.m_max,
-            "z_max": cfg.z_max if cfg.z_max is not None else rule.z_max,
-            "upper_norm": cfg.upper_norm if cfg.upper_norm is not None else rule.upper_norm,
-        }
+    return dataclasses.replace(
+        cfg,
+        data_norm=mean_norm,
+        m_max=cfg.m_max if cfg.m_max is not None else rule.m_max,
+        z_max=cfg.z_max if cfg.z_max is not None else rule.z_max,
+        upper_norm=cfg.upper_norm if cfg.upper_norm is not None else rule.upper_norm,
     )
 
 

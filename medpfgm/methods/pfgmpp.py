@@ -7,7 +7,6 @@ large batch, so D = 1 here and ``--method pfgm`` share the ODE family but not th
 
 from __future__ import annotations
 
-
 import torch
 
 from medpfgm.config import PFGMPPConfig, parse_aug_dim
