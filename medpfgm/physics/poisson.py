@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from medpfgm.physics.pfgmpp import kernel_noise
+
 
 @dataclass(frozen=True)
 class PoissonScales:
@@ -118,28 +120,6 @@ def empirical_field(
     return (e_x * scale[:, None]).to(y.dtype), (e_z * scale).to(y.dtype)
 
 
-def heavy_tailed_noise(
-    shape: tuple[int, int],
-    scale: float | torch.Tensor,
-    aug_dim: int,
-    generator: torch.Generator | None = None,
-    dtype: torch.dtype = torch.float64,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Draws of the kernel p(x) ∝ (||x||^2 + scale^2)^(-(N+D)/2) on R^N: scale * g / sqrt(chi^2_D).
-
-    shape: (B, N); scale: float or (B,); D = ``aug_dim`` >= 1 (small integer: chi^2_D is summed from D
-    normals). D = 1 is the PFGM prior on the z = z_max plane (a multivariate Cauchy): its radius law
-    R^2/scale^2 ~ BetaPrime(N/2, D/2), sampled without the Beta(N/2, D/2) draw that rounds to 1 (R = inf)
-    at N ~ 1e5.
-    """
-    g = torch.randn(shape, generator=generator, dtype=dtype, device=device)
-    chi = torch.randn(shape[0], aug_dim, generator=generator, dtype=dtype, device=device).norm(dim=1)
-    chi = chi.clamp_min(torch.finfo(dtype).tiny)
-    scale = torch.as_tensor(scale, dtype=dtype, device=device)
-    return g * (scale.reshape(-1, 1) if scale.ndim else scale) / chi[:, None]
-
-
 def prior(
     n: int,
     n_dim: int,
@@ -152,11 +132,13 @@ def prior(
     """Starting points of the backward ODE on the plane z = z_max: (n, N).
 
     The field of any bounded charge distribution is radial far away, so the flow starts from the
-    radial projection of the uniform hemisphere: p(x) ∝ (||x||^2 + z_max^2)^(-(N+1)/2). Radii are
-    clipped to [1, upper_norm], as in the paper: most unclipped radii would lie past the largest
-    perturbations the network ever saw in training.
+    radial projection of the uniform hemisphere: p(x) ∝ (||x||^2 + z_max^2)^(-(N+1)/2), the PFGM++
+    kernel with D = 1 and r = z_max, drawn as z_max g / |xi| (a multivariate Cauchy; no Beta(N/2, 1/2)
+    draw, which rounds to 1, i.e. R = inf, at N ~ 1e5). Radii are clipped to [1, upper_norm], as in
+    the paper: most unclipped radii would lie past the largest perturbations seen in training.
     """
-    x = heavy_tailed_noise((n, n_dim), z_max, 1, generator, dtype, device)
+    sigma = torch.full((n,), z_max, dtype=dtype, device=device)
+    x = kernel_noise((n, n_dim), sigma, 1, generator, dtype, device)
     norm = x.norm(dim=1, keepdim=True)
     return x * norm.clamp(1.0, upper_norm) / norm
 
