@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import sys
 import time
@@ -46,7 +45,7 @@ def cli() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(dataset, size, method, aug_dim, recipe, steps, batch_size, field_batch, run_dir, resume, data_root, no_verify, device, seed, quiet):
     """Train a class-conditional generative model on one MedMNIST dataset and size."""
-    from medpfgm.config import METHODS, default_recipe, load_recipe, parse_aug_dim
+    from medpfgm.config import canonical_aug_dim, default_recipe, load_recipe
     from medpfgm.data import check_dataset, check_size
     from medpfgm.run import select_device
     from medpfgm.train import train as run_training
@@ -57,15 +56,12 @@ def train(dataset, size, method, aug_dim, recipe, steps, batch_size, field_batch
         _positive(name, value)
     if recipe:
         cfg = load_recipe(recipe)  # the recipe names method, dataset and size
-    else:
-        if method not in METHODS:
-            raise MedpfgmError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
+    else:  # default_recipe refuses an unknown method
         cfg = dataclasses.replace(load_recipe(default_recipe(method, dataset, size)), dataset=dataset, size=size)
     if aug_dim is not None:
         if cfg.method != "pfgmpp":
             raise MedpfgmError(f"--aug-dim applies to method pfgmpp only (this run is {cfg.method})")
-        d = parse_aug_dim(aug_dim)
-        cfg.pfgmpp.aug_dim = "inf" if math.isinf(d) else int(d)
+        cfg.pfgmpp.aug_dim = canonical_aug_dim(aug_dim)
     if field_batch is not None:
         if cfg.method != "pfgm":
             raise MedpfgmError(f"--field-batch applies to method pfgm only (this run is {cfg.method})")

@@ -112,8 +112,7 @@ class RunConfig:
             raise MedpfgmError(f"unknown method '{cfg.method}' in {source}; choose one of: {', '.join(METHODS)}")
         check_dataset(cfg.dataset)
         check_size(cfg.size)
-        d = parse_aug_dim(cfg.pfgmpp.aug_dim)
-        cfg.pfgmpp.aug_dim = "inf" if math.isinf(d) else int(d)  # JSON has no inf
+        cfg.pfgmpp.aug_dim = canonical_aug_dim(cfg.pfgmpp.aug_dim)
         return cfg
 
 
@@ -129,6 +128,12 @@ def parse_aug_dim(value: int | float | str) -> float:
     if number < 1 or str(number) != text:
         raise MedpfgmError(f"aug_dim (D) must be 1, an integer >= 2, or inf; got '{value}'")
     return float(number)
+
+
+def canonical_aug_dim(value: int | float | str) -> int | str:
+    """D as stored in configs: an int, or the string "inf" (JSON has no infinity)."""
+    d = parse_aug_dim(value)
+    return "inf" if math.isinf(d) else int(d)
 
 
 def _build(cls, data: dict[str, Any], source: str):
