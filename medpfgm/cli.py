@@ -72,8 +72,7 @@ def train(dataset, size, method, aug_dim, recipe, steps, batch_size, field_batch
         cfg.train.batch_size = batch_size
     if seed is not None:
         cfg.seed = seed
-    suffix = f"_d{cfg.pfgmpp.aug_dim}" if cfg.method == "pfgmpp" else ""
-    run_dir = run_dir or f"runs/{cfg.method}{suffix}_{cfg.dataset}_{cfg.size}"
+    run_dir = run_dir or f"runs/{cfg.label}_{cfg.dataset}_{cfg.size}"
     summary = run_training(run_dir, cfg, select_device(device), resume, data_root, verify=not no_verify, progress=not quiet)
     click.echo(
         f"trained {summary['run']} to step {summary['step']} ({summary['parameters']:,} parameters, "
@@ -138,6 +137,148 @@ def synthesize(run_dir, class_id, n, solver, steps, rtol, atol, batch_size, z_ex
         f"wrote {out} and {grid}: {n} images ({tag}), {solver} NFE {np.mean(nfes):.0f} per batch, "
         f"{seconds:.1f} s ({100 * seconds / n:.1f} s per 100 images)"
     )
+
+
+@cli.command()
+@click.option("--dataset", default="bloodmnist", show_default=True, help="bloodmnist, dermamnist or retinamnist.")
+@click.option("--size", type=int, default=28, show_default=True, help="Image size: 28, 64, 128 or 224.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for classifier.pt and classifier.json.")
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--width", type=int, default=16, show_default=True, help="First-stage channels of the ResNet-18 layout (64 = ResNet-18).")
+@click.option("--balanced", is_flag=True, help="Class-balanced (inverse-frequency) batches.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data-root", type=click.Path(file_okay=False), help="MedMNIST folder (default: $MEDPFGM_DATA, else ~/.medmnist).")
+@click.option("--no-verify", is_flag=True, help="Skip the MD5 check (for your own MedMNIST-format files).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def classify(dataset, size, out, epochs, width, balanced, seed, data_root, no_verify, device, quiet):
+    """Train a ResNet-18-layout classifier on a real training split and score it on the test split."""
+    from medpfgm.classifier import ClassifierConfig, classification_metrics, predict_proba, save_classifier, train_classifier
+    from medpfgm.data import load_split
+    from medpfgm.run import select_device
+
+    _positive("--epochs", epochs)
+    _positive("--width", width)
+    dev = select_device(device)
+    train_split = load_split(dataset, size, "train", data_root, verify=not no_verify)
+    test_split = load_split(dataset, size, "test", data_root, verify=not no_verify)
+    cfg = ClassifierConfig(width=width, epochs=epochs, balanced=balanced, seed=seed)
+    net, info = train_classifier(train_split.images, train_split.labels, train_split.num_classes, cfg, dev, progress=not quiet)
+    metrics = classification_metrics(predict_proba(net, test_split.images), test_split.labels)
+    save_classifier(out, net.cpu(), cfg, {"dataset": dataset, "size": size, "trained_on": f"{dataset} {size}px train split ({len(train_split.labels)} images)", "test": metrics, **info})
+    click.echo(
+        f"wrote {out}: test accuracy {metrics['accuracy']:.3f}, balanced accuracy {metrics['balanced_accuracy']:.3f}, "
+        f"macro-F1 {metrics['macro_f1']:.3f}, AUC {metrics['auc']:.3f} ({info['train_seconds']:.0f} s of training)"
+    )
+
+
+@cli.command()
+@click.option("--run", "run_dir", type=click.Path(), help="A run folder: its samples are made with --solver/--steps.")
+@click.option("--samples", type=click.Path(dir_okay=False), help="Or a samples .npz (images, labels), with --dataset.")
+@click.option("--dataset", help="Dataset of --samples or --ladder (a run knows its own).")
+@click.option("--size", type=int, help="Size of --ladder (default 28; a run or samples file knows its own).")
+@click.option("--solver", help="pfgm, pfgmpp: rk45, euler, heun; ddpm: ddpm, ddim (default: the run's recipe).")
+@click.option("--steps", type=int, help="Steps of euler/heun/ddpm/ddim (default: the run's recipe).")
+@click.option("--rtol", type=float, help="RK45 tolerance (rtol = atol; default: the run's recipe).")
+@click.option("-n", "n", type=int, help="Images, in the training split's class proportions (default 400, capped by the test split).")
+@click.option("--metrics", default="domain,frd,fid", show_default=True, help="Feature spaces: domain, frd, fid.")
+@click.option("--classifier", "classifier_dir", type=click.Path(file_okay=False), help="Classifier folder (default: reports/<dataset>_<size>/classifier).")
+@click.option("--fid-weights", type=click.Path(dir_okay=False), help="pt_inception-2015-12-05-6726825d.pth (default: $MEDPFGM_FID_WEIGHTS, the torch hub cache, or a download).")
+@click.option("--repeats", type=int, default=5, show_default=True, help="Reference draws behind each mean ± std.")
+@click.option("--ladder", is_flag=True, help="Score the validity ladder (real < degradations < noise) instead of a model.")
+@click.option("--reports", "reports_root", default="reports", show_default=True, type=click.Path(file_okay=False), help="Reports folder.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Result JSON (default: reports/<dataset>_<size>/evaluations/<model>_<setting>.json).")
+@click.option("--batch-size", type=int, help="Images integrated together when sampling.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data-root", type=click.Path(file_okay=False), help="MedMNIST folder (default: $MEDPFGM_DATA, else ~/.medmnist).")
+@click.option("--no-verify", is_flag=True, help="Skip the MD5 check (for your own MedMNIST-format files).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def evaluate(run_dir, samples, dataset, size, solver, steps, rtol, n, metrics, classifier_dir, fid_weights, repeats, ladder, reports_root, out, batch_size, seed, data_root, no_verify, device, quiet):
+    """Score a run (or a samples file) against real data: domain Fréchet distance, FRD, FID, KID, PRDC, class fidelity."""
+    from medpfgm.data import check_dataset, check_size, class_names
+    from medpfgm.evaluate import pipeline as P
+    from medpfgm.evaluate.protocol import ImageSet
+    from medpfgm.io import write_json
+    from medpfgm.run import load_run, select_device
+
+    for name, value in (("-n", n), ("--steps", steps), ("--repeats", repeats), ("--batch-size", batch_size)):
+        _positive(name, value)
+    if sum(map(bool, (run_dir, samples, ladder))) != 1:
+        raise MedpfgmError("give exactly one of --run, --samples or --ladder")
+    names = P.parse_metrics(metrics)
+    dev = select_device(device)
+    note = (lambda msg: click.echo(msg, err=True)) if not quiet else (lambda msg: None)
+    run = load_run(run_dir, dev) if run_dir else None
+    if run:
+        dataset, size = run.cfg.dataset, run.cfg.size
+    else:
+        if not dataset:
+            raise MedpfgmError("--dataset is required with --samples and --ladder")
+        check_dataset(dataset)
+    fake = P.load_samples_file(samples, dataset) if samples else None
+    size = fake.images.shape[1] if fake is not None else (size or 28)
+    check_size(size)
+    rdir = P.report_dir(dataset, size, reports_root)
+    classifier_dir = classifier_dir or rdir / "classifier"
+    verify = not no_verify
+    counts = fake.counts(len(class_names(dataset))) if fake is not None else P.eval_counts(dataset, size, n, data_root, verify)
+    evaluator, unavailable, meta = P.build_evaluator(dataset, size, counts, names, classifier_dir, fid_weights, repeats, seed, data_root, verify, dev, note)
+    if ladder:
+        from medpfgm.data import load_split
+        from medpfgm.evaluate.ladder import run_ladder
+
+        test = load_split(dataset, size, "test", data_root, verify=verify)
+        result = run_ladder(evaluator, ImageSet(test.images, test.labels, "test"), seed)
+        result.update(setup={"dataset": dataset, "size": size, "counts": counts.tolist(), "repeats": repeats, "seed": seed, "machine": P.machine()}, unavailable=unavailable)
+        path = write_json(Path(out) if out else rdir / "ladder.json", result)
+        for metric, ok in result["ranks"].items():
+            values = "  ".join(f"{rung} {scores[metric]['mean']:.4g}" for rung, scores in result["rungs"].items())
+            click.echo(f"{metric:16s} {'ranks' if ok else 'FAILS: ' + '; '.join(result['failures'][metric])}  |  {values}")
+        click.echo(f"wrote {path}")
+        return
+    if run:
+        sc = run.cfg.sample
+        solver = solver or sc.solver
+        if solver not in run.method.solvers:
+            raise MedpfgmError(f"solver '{solver}' is not available for {run.cfg.method}; choose one of: {', '.join(run.method.solvers)}")
+        steps, rtol = steps or sc.steps, rtol or sc.rtol
+        fake, info = P.run_samples(run, counts, solver, steps, rtol, rtol, batch_size or sc.batch_size, seed, dev, not quiet)
+        setting = f"rk45 rtol {rtol:g}" if solver == "rk45" else f"{solver} {steps}"
+        subject = {"label": run.cfg.label, "method": run.cfg.method, "run": str(run_dir), "step": run.step, "solver": solver, "steps": None if solver == "rk45" else steps, "rtol": rtol if solver == "rk45" else None, "setting": setting, "nfe": info["nfe"], "seconds_per_image": info["seconds"] / len(fake.labels), "samples": info["samples"]}
+        stem = f"{run.cfg.label}_{setting.replace(' ', '')}"
+    else:
+        subject = {"label": Path(samples).stem, "method": "samples", "samples": str(samples), "setting": ""}
+        stem = Path(samples).stem
+    out = Path(out) if out else rdir / "evaluations" / f"{stem}.json"
+    record = P.write_evaluation(out, rdir / "grids", subject, fake, evaluator, unavailable, meta, dataset, size)
+    s, f = record["score"], record["floor"]
+    parts = [f"domain FD {s['domain']['fd']['mean']:.4g} ± {s['domain']['fd']['std']:.2g} (floor {f['domain']['fd']['mean']:.4g})"]
+    for space in ("frd", "fid"):
+        if space in s:
+            parts.append(f"{space.upper()} {s[space]['fd']['mean']:.4g} ± {s[space]['fd']['std']:.2g} (floor {f[space]['fd']['mean']:.4g})")
+        elif space in unavailable:
+            parts.append(f"{space.upper()} unavailable")
+    parts.append(f"class fidelity {s['class_fidelity']['accuracy']:.3f} (floor {f['class_fidelity']['accuracy']:.3f})")
+    click.echo(f"wrote {out}: " + ", ".join(parts))
+
+
+@cli.command()
+@click.option("--dataset", default="bloodmnist", show_default=True, help="bloodmnist, dermamnist or retinamnist.")
+@click.option("--size", type=int, default=28, show_default=True, help="Image size: 28, 64, 128 or 224.")
+@click.option("--reports", "reports_root", default="reports", show_default=True, type=click.Path(file_okay=False), help="Reports folder.")
+def report(dataset, size, reports_root):
+    """Write reports/<dataset>_<size>/README.md (tables, NFE curves, per-class figures, grids) from its evaluations."""
+    from medpfgm.data import check_dataset, check_size
+    from medpfgm.evaluate.pipeline import report_dir
+    from medpfgm.evaluate.report import build_report
+
+    check_dataset(dataset)
+    check_size(size)
+    folder = report_dir(dataset, size, reports_root)
+    if not folder.is_dir():
+        raise MedpfgmError(f"no report folder '{folder}'; run `medpfgm evaluate` for {dataset} {size}px first")
+    click.echo(f"wrote {build_report(folder)}")
 
 
 def main(argv: list[str] | None = None) -> int:

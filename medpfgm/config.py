@@ -105,6 +105,11 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def label(self) -> str:
+        """The model's short name in run folders and reports: pfgm, pfgmpp_d128, pfgmpp_dinf, ddpm."""
+        return f"pfgmpp_d{self.pfgmpp.aug_dim}" if self.method == "pfgmpp" else self.method
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> RunConfig:
         cfg = _build(cls, data, source)

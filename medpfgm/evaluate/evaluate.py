@@ -1,0 +1,147 @@
+"""Score image sets against real data in several feature spaces, with real-data floors and spreads.
+
+``Evaluator`` holds the real pools of one dataset and size and their features (cached on disk);
+``score(images)`` returns every metric as {mean, std} over ``repeats`` reference draws, overall and
+per class; ``floor()`` is the same score for a real test subset, so each number has its floor beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medpfgm.classifier import predict_proba
+from medpfgm.data import load_split
+from medpfgm.evaluate.features import FeatureSpace
+from medpfgm.evaluate.metrics import kernel_inception_distance, prdc
+from medpfgm.evaluate.protocol import ImageSet, draw, mean_std, subsample_features
+from medpfgm.io import atomic_write
+
+HIGHER_IS_BETTER = ("precision", "recall", "density", "coverage", "class_fidelity")  # the rest: lower is better
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MEDPFGM_CACHE", Path.home() / ".cache" / "medpfgm"))
+
+
+class Evaluator:
+    """Real pools of one dataset/size: ``counts`` per class for the test floor, twice that from train."""
+
+    def __init__(
+        self,
+        dataset: str,
+        size: int,
+        spaces: list[FeatureSpace],
+        counts: np.ndarray,
+        classifier: torch.nn.Module | None = None,
+        repeats: int = 5,
+        seed: int = 0,
+        data_root=None,
+        verify: bool = True,
+        use_cache: bool = True,
+    ):
+        self.spaces, self.counts, self.classifier = spaces, np.asarray(counts), classifier
+        self.repeats, self.seed, self.use_cache = repeats, seed, use_cache
+        self.key = f"{dataset}_{size}_{seed}_{'-'.join(map(str, self.counts))}"
+        train = load_split(dataset, size, "train", data_root, verify=verify)
+        test = load_split(dataset, size, "test", data_root, verify=verify)
+        rng = np.random.default_rng(seed)
+        self.train_pool = draw(train, np.minimum(2 * self.counts, train.class_counts()), rng, "train")
+        self.test_pool = draw(test, self.counts, rng, "test")
+        self.num_classes = train.num_classes
+        self.pool_features = {s.name: (self._features(s, self.train_pool), self._features(s, self.test_pool)) for s in spaces}
+
+    def _features(self, space: FeatureSpace, images: ImageSet) -> torch.Tensor:
+        """Features of a real pool, cached by space, pool and (for networks) the network's weights."""
+        if not self.use_cache:
+            return space.extract(images.images)
+        tag = hashlib.sha256(images.images.tobytes()).hexdigest()[:16]
+        net = getattr(space, "net", None)
+        if net is not None:
+            digest = hashlib.sha256()
+            for t in net.state_dict().values():
+                digest.update(t.detach().cpu().numpy().tobytes())
+            tag += "_" + digest.hexdigest()[:16]
+        path = cache_dir() / "features" / f"{space.name}_{self.key}_{images.name}_{tag}.pt"
+        if path.is_file():
+            try:
+                return torch.load(path, weights_only=True)
+            except Exception:  # a corrupt cache entry is recomputed
+                pass
+        features = space.extract(images.images)
+        atomic_write(path, lambda tmp: torch.save(features, tmp))
+        return features
+
+    def floor(self) -> dict:
+        """The score of real test images (the best a generator could hope for at this size)."""
+        return self.score(self.test_pool, _features={s.name: self.pool_features[s.name][1] for s in self.spaces})
+
+    def score(self, fake: ImageSet, _features: dict | None = None) -> dict:
+        """Every metric of ``fake`` as {"mean", "std"} over repeats; per-class lists too."""
+        counts = fake.counts(self.num_classes)
+        rng = np.random.default_rng(self.seed + 1)
+        out: dict = {"n": int(len(fake.labels)), "counts": counts.tolist()}
+        for space in self.spaces:
+            fake_f = _features[space.name] if _features else space.extract(fake.images)
+            out[space.name] = self._space_scores(space, fake_f, fake.labels, counts, rng)
+        if self.classifier is not None:
+            out["class_fidelity"] = self._class_fidelity(fake)
+        return out
+
+    def _space_scores(self, space: FeatureSpace, fake_f: torch.Tensor, fake_labels: np.ndarray, counts: np.ndarray, rng) -> dict:
+        train_f = self.pool_features[space.name][0]
+        classes = [c for c in range(self.num_classes) if counts[c] >= 2]
+        overall, per_class, extra = [], {c: [] for c in classes}, []
+        for _ in range(self.repeats):
+            ref_f, ref_labels = subsample_features(train_f, self.train_pool.labels, counts, rng)
+            overall.append(space.distance(ref_f, fake_f))
+            for c in classes:
+                per_class[c].append(space.distance(ref_f[torch.from_numpy(ref_labels == c)], fake_f[torch.from_numpy(fake_labels == c)]))
+            if space.name == "domain":
+                kid, _ = kernel_inception_distance(ref_f, fake_f, subsets=10, subset_size=min(100, len(fake_f)), seed=int(rng.integers(1 << 31)))
+                extra.append({"kid": kid, **prdc(ref_f, fake_f)})
+        scores = {"fd": mean_std(overall), "fd_per_class": {str(c): mean_std(v) for c, v in per_class.items()}}
+        scores["fd_class_mean"] = mean_std([float(np.mean([per_class[c][r] for c in classes])) for r in range(self.repeats)])
+        for key in extra[0] if extra else []:
+            scores[key] = mean_std([e[key] for e in extra])
+        return scores
+
+    def _class_fidelity(self, fake: ImageSet) -> dict:
+        """The classifier's accuracy on ``fake`` (its labels are the requested classes), overall and per class."""
+        pred = predict_proba(self.classifier, fake.images).argmax(1)
+        hit = pred == fake.labels
+        per_class = {str(c): float(hit[fake.labels == c].mean()) for c in range(self.num_classes) if (fake.labels == c).any()}
+        return {"accuracy": float(hit.mean()), "per_class": per_class}
+
+
+def summarize(score: dict) -> dict[str, dict[str, float]]:
+    """Flat {metric: {mean, std}} of a score: the numbers tables and the ladder use.
+
+    Each feature space gives its Fréchet distance ("domain_fd", "frd", "fid", ...) and the mean of its
+    per-class distances ("..._class"); the domain space adds KID and PRDC.
+    """
+    flat = {}
+    for space, scores in score.items():
+        if isinstance(scores, dict) and "fd" in scores:
+            name = "domain_fd" if space == "domain" else space
+            flat[name], flat[f"{name}_class"] = scores["fd"], scores["fd_class_mean"]
+    for key in ("kid", "precision", "recall", "density", "coverage"):
+        if key in score.get("domain", {}):
+            flat[key] = score["domain"][key]
+    if "class_fidelity" in score:
+        flat["class_fidelity"] = {"mean": score["class_fidelity"]["accuracy"], "std": 0.0}
+    return flat
+
+
+def is_class_aware(metric: str) -> bool:
+    """Metrics that compare class by class, so a class-swapped set must score worse."""
+    return metric.endswith("_class") or metric == "class_fidelity"
+
+
+def better(metric: str, a: float, b: float) -> bool:
+    """Whether value ``a`` of ``metric`` is strictly better than ``b``."""
+    return a > b if metric in HIGHER_IS_BETTER else a < b

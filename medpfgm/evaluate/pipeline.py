@@ -1,0 +1,145 @@
+"""What ``medpfgm evaluate`` does: pick the real pools, make or read the samples, score, write JSON.
+
+One evaluation = one subject (a run with a solver setting, or a samples file) scored against the real
+data of its dataset and size; the result file sits in ``reports/<dataset>_<size>/evaluations/`` with a
+per-class sample grid in ``grids/``, and ``medpfgm report`` builds the page from those files.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medpfgm.classifier import load_classifier
+from medpfgm.data import class_names, load_split
+from medpfgm.errors import MedpfgmError
+from medpfgm.evaluate.evaluate import Evaluator
+from medpfgm.evaluate.features import FeatureUnavailable, RadiomicsSpace, domain_space, inception_space
+from medpfgm.evaluate.protocol import ImageSet, max_stratified_n, stratified_counts
+from medpfgm.figures import class_grid
+from medpfgm.io import save_images_npz, write_json
+
+METRIC_SPACES = ("domain", "frd", "fid")
+DEFAULT_N = 400
+
+
+def machine() -> str:
+    """The CPU model and core count (and GPU when one is used): for the 'measured on' lines."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{model}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
+
+
+def report_dir(dataset: str, size: int, reports: str | Path = "reports") -> Path:
+    return Path(reports) / f"{dataset}_{size}"
+
+
+def parse_metrics(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in names if m not in METRIC_SPACES]
+    if bad or not names:
+        raise MedpfgmError(f"unknown metric '{','.join(bad) or text}'; choose from: {', '.join(METRIC_SPACES)}")
+    return names
+
+
+def eval_counts(dataset: str, size: int, n: int | None, data_root=None, verify: bool = True) -> np.ndarray:
+    """Per-class counts of an evaluation set: n images in the training split's class proportions.
+
+    The default n is 400, capped so that the test split can supply the same counts for the floor.
+    """
+    train = load_split(dataset, size, "train", data_root, verify=verify)
+    test = load_split(dataset, size, "test", data_root, verify=verify)
+    cap = max_stratified_n(test.class_counts(), train.class_counts())
+    if n is not None and n > cap:
+        raise MedpfgmError(f"-n {n} is more than the {dataset} test split can match class by class (at most {cap})")
+    return stratified_counts(train.class_counts(), n or min(DEFAULT_N, cap))
+
+
+def build_evaluator(dataset, size, counts, metrics, classifier_dir, fid_weights, repeats, seed, data_root, verify, device, progress_note=print):
+    """An Evaluator with the requested spaces; unavailable spaces are returned as {name: reason}."""
+    classifier, meta = load_classifier(classifier_dir, device)
+    if meta.get("dataset") != dataset or meta.get("size") != size:
+        raise MedpfgmError(f"classifier '{classifier_dir}' was trained on {meta.get('dataset')} {meta.get('size')}px, not {dataset} {size}px")
+    spaces, unavailable = [domain_space(classifier, device)], {}
+    for name in metrics:
+        try:
+            if name == "frd":
+                spaces.append(RadiomicsSpace())
+            elif name == "fid":
+                spaces.append(inception_space(fid_weights, device=device))
+        except FeatureUnavailable as exc:
+            unavailable[name] = str(exc)
+            progress_note(f"{name}: unavailable ({exc})")
+    evaluator = Evaluator(dataset, size, spaces, counts, classifier, repeats, seed, data_root, verify)
+    return evaluator, unavailable, meta
+
+
+def run_samples(run, counts: np.ndarray, solver: str, steps: int, rtol: float, atol: float, batch_size: int, seed: int, device, progress: bool) -> tuple[ImageSet, dict]:
+    """Samples of a loaded run with the given per-class counts, cached in <run>/samples/ with their NFE and time."""
+    from medpfgm.sample import generate
+
+    setting = f"{solver}{'' if solver == 'rk45' else steps}" + (f"_rtol{rtol:g}" if solver == "rk45" else "")
+    path = run.paths.samples / f"eval_step{run.step}_{setting}_n{int(counts.sum())}_seed{seed}.npz"
+    labels = np.repeat(np.arange(len(counts)), counts)
+    if path.is_file():
+        with np.load(path) as f:
+            if np.array_equal(f["labels"], labels):
+                return ImageSet(f["images"], f["labels"], path.stem), {"nfe": float(f["nfe"].mean()), "seconds": float(f["seconds"]), "samples": str(path)}
+    t0 = time.perf_counter()
+    images, nfes = generate(run, labels, solver, steps, rtol, atol, batch_size, seed, device, progress)
+    seconds = time.perf_counter() - t0
+    save_images_npz(path, images, labels, nfe=np.asarray(nfes), seconds=np.asarray(seconds))
+    return ImageSet(images, labels, path.stem), {"nfe": float(np.mean(nfes)), "seconds": seconds, "samples": str(path)}
+
+
+def write_evaluation(out: Path, grid_dir: Path, subject: dict, fake: ImageSet, evaluator: Evaluator, unavailable: dict, classifier_meta: dict, dataset: str, size: int) -> dict:
+    """Score ``fake``, write its JSON and its per-class grid; returns the record."""
+    names = class_names(dataset)
+    grid = class_grid(fake.images, fake.labels, names, grid_dir / f"{out.stem}.png", title=f"{subject['label']} {subject.get('setting', '')}")
+    record = {
+        "subject": {**subject, "grid": os.path.relpath(grid, out.parent)},
+        "setup": {
+            "dataset": dataset,
+            "size": size,
+            "counts": evaluator.counts.tolist(),
+            "repeats": evaluator.repeats,
+            "seed": evaluator.seed,
+            "classifier": {"sha256": classifier_meta["sha256"], "test_accuracy": classifier_meta["test"]["accuracy"]},
+            "machine": machine(),
+        },
+        "unavailable": unavailable,
+        "score": evaluator.score(fake),
+        "floor": evaluator.floor(),
+    }
+    write_json(out, record)
+    return record
+
+
+def load_samples_file(path: str | Path, dataset: str) -> ImageSet:
+    """A MedMNIST-layout samples file (``images``, ``labels``) as written by ``synthesize``."""
+    path = Path(path)
+    if not path.is_file():
+        raise MedpfgmError(f"samples file '{path}' does not exist")
+    try:
+        with np.load(path) as f:
+            images, labels = f["images"], f["labels"].reshape(-1).astype(np.int64)
+    except (KeyError, OSError, ValueError) as exc:
+        raise MedpfgmError(f"samples file '{path}' is not a medpfgm samples file ({exc})") from None
+    if images.ndim != 4 or images.dtype != np.uint8 or len(images) != len(labels):
+        raise MedpfgmError(f"samples file '{path}' must hold uint8 images (n, H, W, C) and n labels")
+    k = len(class_names(dataset))
+    if labels.min() < 0 or labels.max() >= k:
+        raise MedpfgmError(f"samples file '{path}' has labels outside 0..{k - 1} of {dataset}")
+    return ImageSet(images, labels, path.stem)

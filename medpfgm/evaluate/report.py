@@ -1,0 +1,174 @@
+"""``medpfgm report``: reports/<dataset>_<size>/README.md and its figures from the evaluation files.
+
+Inputs: ``evaluations/*.json`` (``medpfgm evaluate``), ``ladder.json`` (``medpfgm evaluate --ladder``).
+Outputs: README.md, quality_vs_nfe.png, per_class.png. The same inputs give the same files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from medpfgm.data import class_names  # noqa: E402
+from medpfgm.errors import MedpfgmError  # noqa: E402
+from medpfgm.evaluate.evaluate import HIGHER_IS_BETTER, summarize  # noqa: E402
+from medpfgm.figures import _save  # noqa: E402
+from medpfgm.io import atomic_write  # noqa: E402
+
+COLUMNS = {  # metric -> table header
+    "domain_fd": "domain FD",
+    "domain_fd_class": "domain FD per class",
+    "frd": "FRD",
+    "fid": "FID",
+    "kid": "KID",
+    "precision": "precision",
+    "recall": "recall",
+    "density": "density",
+    "coverage": "coverage",
+    "class_fidelity": "class fidelity",
+}
+MAIN_METRIC = "domain_fd"
+
+
+def load_evaluations(folder: Path) -> list[dict]:
+    records = []
+    for path in sorted((folder / "evaluations").glob("*.json")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except ValueError as exc:
+            raise MedpfgmError(f"evaluation file '{path}' is corrupt ({exc}); re-run medpfgm evaluate") from None
+    return sorted(records, key=lambda r: (r["subject"]["label"], r["subject"].get("nfe") or 0, r["subject"].get("setting", "")))
+
+
+def _fmt(value: dict | None, flagged: bool = False) -> str:
+    if value is None:
+        return "–"
+    mean, std = value["mean"], value["std"]
+    text = f"{mean:.3g} ± {std:.2g}" if std else f"{mean:.3g}"
+    return text + (" ⚠" if flagged else "")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def best_per_model(records: list[dict]) -> dict[str, dict]:
+    """Each model's evaluation with the lowest domain Fréchet distance."""
+    best: dict[str, dict] = {}
+    for r in records:
+        label, value = r["subject"]["label"], r["score"]["domain"]["fd"]["mean"]
+        if label not in best or value < best[label]["score"]["domain"]["fd"]["mean"]:
+            best[label] = r
+    return best
+
+
+def plot_quality_vs_nfe(records: list[dict], path: Path, floor: dict) -> Path | None:
+    """Domain FD (and FRD where measured) against NFE, one line per model and solver."""
+    runs = [r for r in records if r["subject"].get("nfe")]
+    if not runs:
+        return None
+    metrics = [m for m in ("domain_fd", "frd") if m in summarize(runs[0]["score"])]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        groups: dict[str, list] = {}
+        for r in runs:
+            groups.setdefault(f"{r['subject']['label']} {r['subject']['solver']}", []).append(r)
+        for name, group in sorted(groups.items()):
+            group = sorted(group, key=lambda r: r["subject"]["nfe"])
+            x = [r["subject"]["nfe"] for r in group]
+            y = [summarize(r["score"])[metric]["mean"] for r in group]
+            e = [summarize(r["score"])[metric]["std"] for r in group]
+            ax.errorbar(x, y, yerr=e, marker="o", ms=4, capsize=2, label=name)
+        ax.axhline(floor[metric]["mean"], color="k", ls="--", lw=1, label="real test vs train (floor)")
+        ax.set(xscale="log", xlabel="NFE (network evaluations per image)", ylabel=COLUMNS[metric], title=f"{COLUMNS[metric]} vs NFE (lower is better)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_per_class(best: dict[str, dict], floor: dict, names: list[str], path: Path) -> Path | None:
+    """Per-class domain FD of each model's best setting beside the real floor."""
+    if not best:
+        return None
+    classes = sorted(floor["domain"]["fd_per_class"], key=int)
+    labels = sorted(best)
+    width = 0.8 / (len(labels) + 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(classes)), 3.8))
+    x = np.arange(len(classes))
+    for i, label in enumerate(labels + ["floor"]):
+        per_class = (floor if label == "floor" else best[label]["score"])["domain"]["fd_per_class"]
+        ax.bar(x + i * width, [per_class[c]["mean"] for c in classes], width, yerr=[per_class[c]["std"] for c in classes], label=label, color="0.6" if label == "floor" else None)
+    ax.set_xticks(x + 0.4 - width / 2, [names[int(c)][:14] for c in classes], rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel="domain FD", title="per-class domain Fréchet distance (best setting of each model)", yscale="log")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def build_report(folder: str | Path) -> Path:
+    """Write README.md and figures into ``folder`` (reports/<dataset>_<size>)."""
+    folder = Path(folder)
+    records = load_evaluations(folder)
+    ladder = json.loads((folder / "ladder.json").read_text()) if (folder / "ladder.json").is_file() else None
+    if not records and ladder is None:
+        raise MedpfgmError(f"'{folder}' has no evaluations/*.json and no ladder.json; run `medpfgm evaluate` first")
+    setup = (records[0] if records else ladder)["setup"]
+    dataset, size = setup["dataset"], setup["size"]
+    names = class_names(dataset)
+    flagged = {m for m, ok in (ladder or {}).get("ranks", {}).items() if not ok}
+    lines = [f"# {dataset} {size} px: synthetic image quality", ""]
+    lines += [f"Measured on: {setup['machine']}. Every number is the mean ± std over {setup['repeats']} draws of the real reference "
+              f"({sum(setup['counts'])} images in the training split's class proportions: {setup['counts']}). Lower is better except "
+              f"precision, recall, density, coverage and class fidelity. ⚠ marks a metric that fails the validity ladder below.", ""]
+    if records:
+        floor = records[0]["floor"]
+        metrics = [m for m in COLUMNS if m in summarize(floor)]
+        unavailable = {k: v for r in records for k, v in r.get("unavailable", {}).items()}
+        rows = [["**real test vs train (floor)**", "–", "–", "–"] + [_fmt(summarize(floor).get(m), m in flagged) for m in metrics]]
+        for r in records:
+            s = r["subject"]
+            nfe = f"{s['nfe']:.0f}" if s.get("nfe") else "–"
+            spi = f"{s['seconds_per_image']:.2f}" if s.get("seconds_per_image") else "–"
+            rows.append([s["label"], s.get("setting", ""), nfe, spi] + [_fmt(summarize(r["score"]).get(m), m in flagged) for m in metrics])
+        lines += ["## Overall", ""] + _table(["model", "sampler", "NFE", "s / image", *[COLUMNS[m] for m in metrics]], rows) + [""]
+        for name, reason in sorted(unavailable.items()):
+            lines += [f"- **{name.upper()} unavailable**: {reason}"]
+        if unavailable:
+            lines += [""]
+        curve = plot_quality_vs_nfe(records, folder / "quality_vs_nfe.png", summarize(floor))
+        if curve:
+            lines += ["## Quality against NFE", "", f"![quality vs NFE]({curve.name})", ""]
+        best = best_per_model(records)
+        per_class = plot_per_class(best, floor, names, folder / "per_class.png")
+        classes = sorted(floor["domain"]["fd_per_class"], key=int)
+        rows = [[f"{c} {names[int(c)]}", _fmt(floor["domain"]["fd_per_class"][c])] + [_fmt(best[m]["score"]["domain"]["fd_per_class"].get(c)) for m in sorted(best)] for c in classes]
+        lines += ["## Per class (best setting of each model)", "", "Domain Fréchet distance per class:", ""]
+        lines += _table(["class", "floor", *[f"{m} ({best[m]['subject'].get('setting', '')})" for m in sorted(best)]], rows) + [""]
+        fid_rows = [[f"{c} {names[int(c)]}", f"{floor['class_fidelity']['per_class'].get(c, float('nan')):.3f}"] + [f"{best[m]['score']['class_fidelity']['per_class'].get(c, float('nan')):.3f}" for m in sorted(best)] for c in classes]
+        lines += ["Class fidelity (the classifier's accuracy on images of each requested class):", ""]
+        lines += _table(["class", "real test", *sorted(best)], fid_rows) + [""]
+        if per_class:
+            lines += [f"![per-class domain FD]({per_class.name})", ""]
+        lines += ["## Samples (best setting of each model)", ""]
+        for m in sorted(best):
+            lines += [f"**{m}**, {best[m]['subject'].get('setting', '')}:", "", f"![{m}]({best[m]['subject']['grid']})", ""]
+    if ladder:
+        rungs = list(ladder["rungs"])
+        rows = [[COLUMNS.get(m, m), "yes" if ok else "**no**: " + "; ".join(ladder["failures"][m])] + [_fmt(ladder["rungs"][r][m]) for r in rungs] for m, ok in ladder["ranks"].items()]
+        lines += ["## Validity ladder", "", f"Real test images against the same real reference, then known degradations of them, then uniform noise "
+                  f"({sum(ladder['setup']['counts'])} images). A metric must rank real < every degradation < noise (class swap counts only for class-aware metrics).", ""]
+        lines += _table(["metric", "ranks the ladder", *rungs], rows) + [""]
+    lines += ["## Reproduce", "", "```", f"medpfgm evaluate --ladder --dataset {dataset} --size {size}"]
+    for r in records:
+        s = r["subject"]
+        if s.get("run"):
+            solver = f"--solver {s['solver']} " + (f"--rtol {s['rtol']:g}" if s["solver"] == "rk45" else f"--steps {s['steps']}")
+            lines.append(f"medpfgm evaluate --run {s['run']} {solver} -n {sum(r['setup']['counts'])} --seed {r['setup']['seed']}")
+    lines += [f"medpfgm report --dataset {dataset} --size {size}", "```", ""]
+    text = "\n".join(lines)
+    return atomic_write(folder / "README.md", lambda tmp: tmp.write_text(text))

@@ -1,0 +1,169 @@
+"""The evaluation protocol, classifier, evaluator, ladder, `evaluate`/`classify`/`report` commands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from medpfgm.classifier import ClassifierConfig, classification_metrics, load_classifier, predict_proba, save_classifier, train_classifier
+from medpfgm.data import load_split
+from medpfgm.errors import MedpfgmError
+from medpfgm.evaluate.evaluate import Evaluator, summarize
+from medpfgm.evaluate.features import NetworkSpace, domain_space
+from medpfgm.evaluate.ladder import class_swap, run_ladder
+from medpfgm.evaluate.protocol import ImageSet, max_stratified_n, stratified_counts
+from tests.test_cli import assert_one_line_error, run_cli
+
+
+def test_stratified_counts_sum_to_n_and_follow_the_proportions():
+    counts = stratified_counts(np.array([486, 128, 206, 194, 66]), 200)
+    assert counts.sum() == 200
+    np.testing.assert_allclose(counts, np.array([486, 128, 206, 194, 66]) / 1080 * 200, atol=1)
+    split = np.array([174, 46, 92, 68, 20])
+    n = max_stratified_n(split, np.array([486, 128, 206, 194, 66]))
+    assert np.all(stratified_counts([486, 128, 206, 194, 66], n) <= split)
+    assert n >= int(20 / (66 / 1080))  # at least what the rarest class allows before rounding
+    assert np.any(stratified_counts([486, 128, 206, 194, 66], n + 12) > split)
+
+
+@pytest.fixture(scope="module")
+def retina(data_root):
+    return load_split("retinamnist", 28, "train", data_root), load_split("retinamnist", 28, "test", data_root)
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(retina, tmp_path_factory):
+    torch.set_num_threads(1)
+    train, _ = retina
+    net, info = train_classifier(train.images, train.labels, 5, ClassifierConfig(width=8, epochs=3, seed=0), progress=False)
+    folder = save_classifier(tmp_path_factory.mktemp("clf") / "classifier", net, ClassifierConfig(width=8, epochs=3), {"dataset": "retinamnist", "size": 28, "test": {"accuracy": 0.0}})
+    return net, folder
+
+
+def test_classifier_learns_and_round_trips(tiny_classifier, retina):
+    net, folder = tiny_classifier
+    _, test = retina
+    probs = predict_proba(net, test.images)
+    metrics = classification_metrics(probs, test.labels)
+    assert metrics["auc"] > 0.6  # chance is 0.5
+    assert len(metrics["per_class_recall"]) == 5
+    loaded, meta = load_classifier(folder)
+    np.testing.assert_allclose(predict_proba(loaded, test.images[:20]), probs[:20], rtol=1e-5, atol=1e-6)
+    weights = folder / "classifier.pt"
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(MedpfgmError, match="SHA-256"):
+        load_classifier(folder)
+
+
+def test_classification_metrics_on_a_known_case():
+    probs = np.eye(3)[[0, 0, 1, 2, 2, 2]] * 0.7 + 0.1
+    labels = np.array([0, 1, 1, 2, 2, 2])  # one class-1 image called class 0
+    m = classification_metrics(probs, labels)
+    assert m["accuracy"] == pytest.approx(5 / 6)
+    assert m["per_class_recall"] == pytest.approx([1.0, 0.5, 1.0])
+    assert m["balanced_accuracy"] == pytest.approx(2.5 / 3)
+
+
+@pytest.fixture(scope="module")
+def evaluator(tiny_classifier, data_root):
+    net, _ = tiny_classifier
+    counts = stratified_counts([486, 128, 206, 194, 66], 100)
+    return Evaluator("retinamnist", 28, [domain_space(net)], counts, net, repeats=3, seed=0, data_root=data_root, use_cache=False)
+
+
+def test_floor_is_the_score_of_the_real_test_subset_and_noise_scores_worse(evaluator):
+    floor = evaluator.floor()
+    again = evaluator.score(evaluator.test_pool)
+    assert summarize(again) == summarize(floor)
+    assert floor["counts"] == evaluator.counts.tolist()
+    noise = ImageSet(np.random.default_rng(0).integers(0, 256, evaluator.test_pool.images.shape, dtype=np.uint8), evaluator.test_pool.labels)
+    s_noise, s_floor = summarize(evaluator.score(noise)), summarize(floor)
+    assert s_noise["domain_fd"]["mean"] > 5 * s_floor["domain_fd"]["mean"]
+    assert s_noise["coverage"]["mean"] < s_floor["coverage"]["mean"]
+    assert s_floor["domain_fd"]["std"] > 0  # a spread over reference draws
+    assert set(floor["domain"]["fd_per_class"]) == {"0", "1", "2", "3", "4"}
+
+
+def test_class_swap_keeps_labels_and_takes_the_next_class(retina):
+    _, test = retina
+    real = ImageSet(test.images[:50], test.labels[:50])
+    swapped = class_swap(real, ImageSet(test.images, test.labels), 5, np.random.default_rng(0))
+    np.testing.assert_array_equal(swapped.labels, real.labels)
+    lookup = {img.tobytes(): lab for img, lab in zip(test.images, test.labels)}
+    assert all(lookup[img.tobytes()] == (lab + 1) % 5 for img, lab in zip(swapped.images, swapped.labels))
+
+
+def test_ladder_flags_a_metric_that_cannot_rank_it(evaluator, retina):
+    _, test = retina
+    blind = NetworkSpace("blind", "constant features", torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2352, 4)))
+    torch.nn.init.zeros_(blind.net[1].weight)
+    evaluator.spaces.append(blind)
+    evaluator.pool_features["blind"] = (blind.extract(evaluator.train_pool.images), blind.extract(evaluator.test_pool.images))
+    try:
+        result = run_ladder(evaluator, ImageSet(test.images, test.labels))
+    finally:
+        evaluator.spaces.pop()
+        del evaluator.pool_features["blind"]
+    assert set(result["rungs"]) == {"real", "blur", "noise", "hue", "class_swap", "pure_noise"}
+    assert not result["ranks"]["blind"] and "real does not beat blur" in result["failures"]["blind"]
+    assert result["ranks"]["domain_fd"], result["failures"]["domain_fd"]
+    assert result["rungs"]["pure_noise"]["domain_fd"]["mean"] > result["rungs"]["hue"]["domain_fd"]["mean"] > result["rungs"]["real"]["domain_fd"]["mean"]
+
+
+@pytest.mark.slow
+def test_evaluate_and_report_end_to_end(capsys, tmp_path, data_root):
+    from tests.conftest import write_tiny_recipe
+
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", "--recipe", str(write_tiny_recipe(tmp_path / "t.toml")), "--run", str(run), "--quiet", "--device", "cpu")[0] == 0
+    reports = tmp_path / "reports"
+    clf = reports / "bloodmnist_28" / "classifier"
+    train = load_split("bloodmnist", 28, "train", data_root)
+    net, _ = train_classifier(train.images[:400], train.labels[:400], 8, ClassifierConfig(width=4, epochs=1), progress=False)
+    save_classifier(clf, net, ClassifierConfig(width=4, epochs=1), {"dataset": "bloodmnist", "size": 28, "test": {"accuracy": 0.5}})
+    common = ["--reports", str(reports), "--metrics", "domain", "--repeats", "2", "--quiet", "--device", "cpu"]
+    for steps in ("2", "4"):
+        code, out, err = run_cli(capsys, "evaluate", "--run", str(run), "--solver", "euler", "--steps", steps, "-n", "40", *common)
+        assert code == 0, err
+        assert "domain FD" in out and "class fidelity" in out
+    record = json.loads((reports / "bloodmnist_28" / "evaluations" / "pfgm_euler4.json").read_text())
+    assert record["subject"]["nfe"] == 4 and sum(record["setup"]["counts"]) == 40
+    assert (reports / "bloodmnist_28" / "grids" / "pfgm_euler4.png").is_file()
+    code, out, err = run_cli(capsys, "evaluate", "--ladder", "--dataset", "bloodmnist", "-n", "40", *common)
+    assert code == 0, err
+    assert "domain_fd" in out
+    assert run_cli(capsys, "report", "--dataset", "bloodmnist", "--reports", str(reports))[0] == 0
+    page = reports / "bloodmnist_28" / "README.md"
+    text = page.read_text()
+    assert "real test vs train (floor)" in text and "| pfgm | euler 4 | 4 |" in text and "Validity ladder" in text
+    assert (reports / "bloodmnist_28" / "quality_vs_nfe.png").is_file() and (reports / "bloodmnist_28" / "per_class.png").is_file()
+    before = {p.name: p.read_bytes() for p in (reports / "bloodmnist_28").glob("*.*")}
+    assert run_cli(capsys, "report", "--dataset", "bloodmnist", "--reports", str(reports))[0] == 0
+    assert before == {p.name: p.read_bytes() for p in (reports / "bloodmnist_28").glob("*.*")}  # same inputs, same files
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["evaluate", "--dataset", "bloodmnist"], ["exactly one of --run, --samples or --ladder"]),
+        (["evaluate", "--ladder", "--dataset", "bloodmnist", "--metrics", "fid,lpips"], ["unknown metric 'lpips'", "domain, frd, fid"]),
+        (["evaluate", "--ladder", "--dataset", "bloodmnist", "--classifier", "/nonexistent"], ["not a classifier folder", "medpfgm classify"]),
+        (["evaluate", "--samples", "/nonexistent.npz", "--dataset", "bloodmnist"], ["samples file '/nonexistent.npz' does not exist"]),
+        (["evaluate", "--ladder", "--dataset", "retinamnist", "-n", "5000"], ["-n 5000", "at most"]),
+        (["report", "--dataset", "bloodmnist", "--reports", "/nonexistent"], ["no report folder"]),
+        (["classify", "--dataset", "chestmnist", "--out", "/tmp/x"], ["chestmnist"]),
+    ],
+)
+def test_bad_evaluation_arguments(capsys, args, fragments):
+    assert_one_line_error(*run_cli(capsys, *args)[::2], *fragments)
+
+
+def test_classify_command_writes_a_loadable_classifier(capsys, tmp_path, data_root):
+    code, out, err = run_cli(capsys, "classify", "--dataset", "retinamnist", "--epochs", "1", "--width", "4", "--out", str(tmp_path / "c"), "--quiet", "--device", "cpu")
+    assert code == 0, err
+    assert "test accuracy" in out
+    _, meta = load_classifier(tmp_path / "c")
+    assert meta["dataset"] == "retinamnist" and 0 <= meta["test"]["accuracy"] <= 1

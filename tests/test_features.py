@@ -1,0 +1,80 @@
+"""Feature spaces: the FID network equals pytorch-fid's, weights are hash-checked, FRD and a small
+network rank real halves below degraded sets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medpfgm.data import load_split
+from medpfgm.errors import MedpfgmError
+from medpfgm.evaluate import features as feat
+from medpfgm.evaluate.ladder import blur
+
+
+@pytest.fixture(scope="module")
+def random_fid_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("fid") / "random_inception.pth"
+    torch.save(feat.fid_inception_architecture().state_dict(), path)
+    return path
+
+
+def test_fid_network_and_preprocessing_equal_pytorch_fid(random_fid_weights, monkeypatch):
+    from pytorch_fid import inception as pf
+
+    state = torch.load(random_fid_weights, weights_only=True)
+    monkeypatch.setattr(pf, "load_state_dict_from_url", lambda *a, **k: state)  # no download: same weights
+    reference = pf.InceptionV3([3]).eval()
+    ours = feat.load_fid_inception(random_fid_weights, sha256_prefix=feat.sha256_of(random_fid_weights)[:8]).eval()
+    images = torch.rand(2, 3, 28, 28)
+    with torch.no_grad():
+        expected = reference(images)[0].flatten(1)
+        got = ours(images * 2 - 1)
+    assert got.shape == (2, 2048)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_fid_weights_with_the_wrong_hash_are_refused(random_fid_weights):
+    with pytest.raises(MedpfgmError, match="SHA-256"):
+        feat.load_fid_inception(random_fid_weights)  # a random file is not the pytorch-fid file
+
+
+def test_fid_is_unavailable_offline_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("MEDPFGM_FID_WEIGHTS", raising=False)
+    with pytest.raises(feat.FeatureUnavailable, match="MEDPFGM_FID_WEIGHTS"):
+        feat.locate_fid_weights(None, download=False)
+    monkeypatch.setenv("MEDPFGM_FID_WEIGHTS", str(tmp_path / "missing.pth"))
+    with pytest.raises(feat.FeatureUnavailable, match="missing.pth"):
+        feat.locate_fid_weights(None)
+
+
+@pytest.fixture(scope="module")
+def real_sets(data_root):
+    train = load_split("bloodmnist", 28, "train", data_root)
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(train.labels))
+    return train.images[idx[:60]], train.images[idx[60:120]]
+
+
+def test_network_space_pipeline_ranks_halves_below_blur(real_sets):
+    """The FID pipeline end to end with a small random feature network (no download)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3, stride=2), torch.nn.AdaptiveAvgPool2d(2))
+    space = feat.NetworkSpace("tiny", "tiny", net, batch_size=32)
+    a, b = real_sets
+    fa = space.extract(a)
+    assert fa.shape == (60, 64) and fa.dtype == torch.float64
+    assert space.distance(fa, space.extract(b)) < space.distance(fa, space.extract(blur(b, 1.5)))
+
+
+def test_frd_is_smaller_for_real_halves_than_for_a_blurred_set(real_sets):
+    space = feat.RadiomicsSpace()
+    a, b = (s[:30] for s in real_sets)  # 30 vs 30 already separates them (about 5 vs 11); radiomics is slow
+    fa = space.extract(a)
+    assert fa.shape[0] == 30 and fa.shape[1] > 100  # hundreds of radiomics features per image
+    halves = space.distance(fa, space.extract(b))
+    blurred = space.distance(fa, space.extract(blur(b, 1.5)))
+    assert halves < blurred
