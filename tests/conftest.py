@@ -60,8 +60,9 @@ def tiny_recipe(tmp_path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _data_env(monkeypatch):
+def _data_env(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("MEDPFGM_DATA", str(DATA_ROOT))
+    monkeypatch.setenv("MEDPFGM_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))  # never the user's feature cache
     torch.set_num_threads(1)  # small tensors: one thread is as fast and leaves a core free
 
 
