@@ -21,6 +21,27 @@ def _positive(name: str, value: int | None) -> None:
         raise MedpfgmError(f"{name} must be a positive integer, got {value}")
 
 
+def _options(*decorators):
+    """Several click options as one decorator (for options every data-reading command shares)."""
+
+    def apply(f):
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+
+    return apply
+
+
+data_options = _options(
+    click.option("--data-root", type=click.Path(file_okay=False), help="MedMNIST folder (default: $MEDPFGM_DATA, else ~/.medmnist)."),
+    click.option("--no-verify", is_flag=True, help="Skip the MD5 check (for your own MedMNIST-format files)."),
+)
+runtime_options = _options(
+    click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
+    click.option("--quiet", is_flag=True, help="No progress bar."),
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="medpfgm")
 def cli() -> None:
@@ -38,11 +59,9 @@ def cli() -> None:
 @click.option("--field-batch", type=int, help="PFGM field batch B_L (charges of the empirical field).")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), help="Run folder (default: runs/<method>_<dataset>_<size>).")
 @click.option("--resume", is_flag=True, help="Continue the run folder's last checkpoint.")
-@click.option("--data-root", type=click.Path(file_okay=False), help="MedMNIST folder (default: $MEDPFGM_DATA, else ~/.medmnist).")
-@click.option("--no-verify", is_flag=True, help="Skip the MD5 check (for your own MedMNIST-format files).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--seed", type=int, help="Random seed (overrides the recipe).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@data_options
+@runtime_options
 def train(dataset, size, method, aug_dim, recipe, steps, batch_size, field_batch, run_dir, resume, data_root, no_verify, device, seed, quiet):
     """Train a class-conditional generative model on one MedMNIST dataset and size."""
     from medpfgm.config import canonical_aug_dim, default_recipe, load_recipe
@@ -92,8 +111,7 @@ def train(dataset, size, method, aug_dim, recipe, steps, batch_size, field_batch
 @click.option("--z-exp", type=float, help="PFGM only: below this z, v_z comes from the small-z formula (default: the run's recipe).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Output .npz (default: <run>/samples/<class>_<solver>.npz); a PNG grid is written beside it.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@runtime_options
 def synthesize(run_dir, class_id, n, solver, steps, rtol, atol, batch_size, z_exp, out, seed, device, quiet):
     """Sample class-conditional images from a trained run into a MedMNIST-layout .npz and a PNG grid."""
     from medpfgm.data import check_class
@@ -147,10 +165,8 @@ def synthesize(run_dir, class_id, n, solver, steps, rtol, atol, batch_size, z_ex
 @click.option("--width", type=int, default=16, show_default=True, help="First-stage channels of the ResNet-18 layout (64 = ResNet-18).")
 @click.option("--balanced", is_flag=True, help="Class-balanced (inverse-frequency) batches.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--data-root", type=click.Path(file_okay=False), help="MedMNIST folder (default: $MEDPFGM_DATA, else ~/.medmnist).")
-@click.option("--no-verify", is_flag=True, help="Skip the MD5 check (for your own MedMNIST-format files).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@data_options
+@runtime_options
 def classify(dataset, size, out, epochs, width, balanced, seed, data_root, no_verify, device, quiet):
     """Train a ResNet-18-layout classifier on a real training split and score it on the test split."""
     from medpfgm.classifier import ClassifierConfig, classification_metrics, predict_proba, save_classifier, train_classifier
@@ -190,10 +206,8 @@ def classify(dataset, size, out, epochs, width, balanced, seed, data_root, no_ve
 @click.option("--out", type=click.Path(dir_okay=False), help="Result JSON (default: reports/<dataset>_<size>/evaluations/<model>_<setting>.json).")
 @click.option("--batch-size", type=int, help="Images integrated together when sampling.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--data-root", type=click.Path(file_okay=False), help="MedMNIST folder (default: $MEDPFGM_DATA, else ~/.medmnist).")
-@click.option("--no-verify", is_flag=True, help="Skip the MD5 check (for your own MedMNIST-format files).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@data_options
+@runtime_options
 def evaluate(run_dir, samples, dataset, size, solver, steps, rtol, n, metrics, classifier_dir, fid_weights, repeats, ladder, reports_root, out, batch_size, seed, data_root, no_verify, device, quiet):
     """Score a run (or a samples file) against real data: domain Fréchet distance, FRD, FID, KID, PRDC, class fidelity."""
     from medpfgm.data import check_dataset, check_size, class_names
