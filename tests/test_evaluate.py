@@ -167,3 +167,23 @@ def test_classify_command_writes_a_loadable_classifier(capsys, tmp_path, data_ro
     assert "test accuracy" in out
     _, meta = load_classifier(tmp_path / "c")
     assert meta["dataset"] == "retinamnist" and 0 <= meta["test"]["accuracy"] <= 1
+
+
+def test_rank_ladder_rules_on_constructed_values():
+    from medpfgm.evaluate.ladder import rank_ladder
+
+    def rungs(values):
+        names = ("real", "blur", "noise", "hue", "class_swap", "pure_noise")
+        return {r: {m: {"mean": v[i], "std": 0.0} for m, v in values.items()} for i, r in enumerate(names)}
+
+    ranks, failures = rank_ladder(rungs({
+        "domain_fd": [1, 5, 4, 9, 1, 50],        # class swap ignored: not class-aware
+        "frd": [3, 2, 4, 5, 3, 9],               # blur scores better than real
+        "domain_fd_class": [1, 5, 4, 9, 1, 50],  # class-aware: the swap must be worse than real
+        "class_fidelity": [0.9, 0.8, 0.7, 0.5, 0.0, 0.1],  # higher is better; swap below noise is fine
+        "coverage": [0.9, 0.5, 0.6, 0.2, 0.9, 0.3],  # hue below pure noise
+    }))  # fmt: skip
+    assert ranks == {"domain_fd": True, "frd": False, "domain_fd_class": False, "class_fidelity": True, "coverage": False}
+    assert failures["frd"] == ["real does not beat blur"]
+    assert failures["domain_fd_class"] == ["real does not beat class_swap"]
+    assert failures["coverage"] == ["hue does not beat pure noise"]
