@@ -6,14 +6,23 @@ All take float feature matrices and work in float64. The Fréchet distance is MO
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from monai.metrics import FIDMetric
+from scipy.linalg import LinAlgWarning
 
 
 def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
-    """||mu_r - mu_f||^2 + Tr(S_r + S_f - 2 (S_r S_f)^(1/2)) of Gaussians fitted to (n, d) features."""
-    return float(FIDMetric()(fake.double(), real.double()))
+    """||mu_r - mu_f||^2 + Tr(S_r + S_f - 2 (S_r S_f)^(1/2)) of Gaussians fitted to (n, d) features.
+
+    With fewer images than dimensions the covariances are singular; the square root still exists
+    (S_r S_f is similar to a PSD matrix), so scipy's singularity warning is silenced.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LinAlgWarning)
+        return float(FIDMetric()(fake.double(), real.double()))
 
 
 def kernel_inception_distance(
