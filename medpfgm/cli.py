@@ -118,7 +118,7 @@ def synthesize(run_dir, class_id, n, solver, steps, rtol, atol, batch_size, z_ex
     from medpfgm.figures import class_grid
     from medpfgm.io import ensure_dir, save_images_npz
     from medpfgm.run import load_run, read_config, select_device
-    from medpfgm.sample import generate
+    from medpfgm.sample import check_solver, generate
 
     _positive("-n", n)
     _positive("--steps", steps)
@@ -137,8 +137,7 @@ def synthesize(run_dir, class_id, n, solver, steps, rtol, atol, batch_size, z_ex
         run.method.cfg = dataclasses.replace(run.method.cfg, z_exp=z_exp)
     sc = run.cfg.sample
     solver = solver or sc.solver
-    if solver not in run.method.solvers:
-        raise MedpfgmError(f"solver '{solver}' is not available for {run.cfg.method}; choose one of: {', '.join(run.method.solvers)}")
+    check_solver(run, solver)
     names = run.class_names
     labels = np.full(n, class_id) if class_id is not None else np.arange(n) % len(names)
     tag = f"class{class_id}" if class_id is not None else "all"
@@ -210,10 +209,9 @@ def classify(dataset, size, out, epochs, width, balanced, seed, data_root, no_ve
 @runtime_options
 def evaluate(run_dir, samples, dataset, size, solver, steps, rtol, n, metrics, classifier_dir, fid_weights, repeats, ladder, reports_root, out, batch_size, seed, data_root, no_verify, device, quiet):
     """Score a run (or a samples file) against real data: domain Fréchet distance, FRD, FID, KID, PRDC, class fidelity."""
-    from medpfgm.data import check_dataset, check_size, class_names
+    from medpfgm.data import check_dataset, check_size, class_names, load_split
     from medpfgm.evaluate import pipeline as P
     from medpfgm.evaluate.protocol import ImageSet
-    from medpfgm.io import write_json
     from medpfgm.run import load_run, select_device
 
     for name, value in (("-n", n), ("--steps", steps), ("--repeats", repeats), ("--batch-size", batch_size)):
@@ -239,42 +237,18 @@ def evaluate(run_dir, samples, dataset, size, solver, steps, rtol, n, metrics, c
     counts = fake.counts(len(class_names(dataset))) if fake is not None else P.eval_counts(dataset, size, n, data_root, verify)
     evaluator, unavailable, meta = P.build_evaluator(dataset, size, counts, names, classifier_dir, fid_weights, repeats, seed, data_root, verify, dev, note)
     if ladder:
-        from medpfgm.data import load_split
-        from medpfgm.evaluate.ladder import run_ladder
-
         test = load_split(dataset, size, "test", data_root, verify=verify)
-        result = run_ladder(evaluator, ImageSet(test.images, test.labels, "test"), seed)
-        result.update(setup={"dataset": dataset, "size": size, "counts": counts.tolist(), "repeats": repeats, "seed": seed, "machine": P.machine()}, unavailable=unavailable)
-        path = write_json(Path(out) if out else rdir / "ladder.json", result)
-        for metric, ok in result["ranks"].items():
-            values = "  ".join(f"{rung} {scores[metric]['mean']:.4g}" for rung, scores in result["rungs"].items())
-            click.echo(f"{metric:16s} {'ranks' if ok else 'FAILS: ' + '; '.join(result['failures'][metric])}  |  {values}")
-        click.echo(f"wrote {path}")
+        path, lines = P.write_ladder(evaluator, ImageSet(test.images, test.labels, "test"), Path(out) if out else rdir / "ladder.json", unavailable)
+        click.echo("\n".join(lines + [f"wrote {path}"]))
         return
     if run:
-        sc = run.cfg.sample
-        solver = solver or sc.solver
-        if solver not in run.method.solvers:
-            raise MedpfgmError(f"solver '{solver}' is not available for {run.cfg.method}; choose one of: {', '.join(run.method.solvers)}")
-        steps, rtol = steps or sc.steps, rtol or sc.rtol
-        fake, info = P.run_samples(run, counts, solver, steps, rtol, rtol, batch_size or sc.batch_size, seed, dev, not quiet)
-        setting = f"rk45 rtol {rtol:g}" if solver == "rk45" else f"{solver} {steps}"
-        subject = {"label": run.cfg.label, "method": run.cfg.method, "run": str(run_dir), "step": run.step, "solver": solver, "steps": None if solver == "rk45" else steps, "rtol": rtol if solver == "rk45" else None, "setting": setting, "nfe": info["nfe"], "seconds_per_image": info["seconds"] / len(fake.labels), "samples": info["samples"]}
-        stem = f"{run.cfg.label}_{setting.replace(' ', '')}"
+        fake, subject, stem = P.run_subject(run, run_dir, counts, solver, steps, rtol, batch_size, seed, dev, not quiet)
     else:
-        subject = {"label": Path(samples).stem, "method": "samples", "samples": str(samples), "setting": ""}
         stem = Path(samples).stem
+        subject = {"label": stem, "method": "samples", "samples": str(samples), "setting": ""}
     out = Path(out) if out else rdir / "evaluations" / f"{stem}.json"
     record = P.write_evaluation(out, rdir / "grids", subject, fake, evaluator, unavailable, meta, dataset, size)
-    s, f = record["score"], record["floor"]
-    parts = [f"domain FD {s['domain']['fd']['mean']:.4g} ± {s['domain']['fd']['std']:.2g} (floor {f['domain']['fd']['mean']:.4g})"]
-    for space in ("frd", "fid"):
-        if space in s:
-            parts.append(f"{space.upper()} {s[space]['fd']['mean']:.4g} ± {s[space]['fd']['std']:.2g} (floor {f[space]['fd']['mean']:.4g})")
-        elif space in unavailable:
-            parts.append(f"{space.upper()} unavailable")
-    parts.append(f"class fidelity {s['class_fidelity']['accuracy']:.3f} (floor {f['class_fidelity']['accuracy']:.3f})")
-    click.echo(f"wrote {out}: " + ", ".join(parts))
+    click.echo(f"wrote {out}: {P.summary_line(record)}")
 
 
 @cli.command()

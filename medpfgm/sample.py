@@ -131,3 +131,10 @@ def generate(
         bar.set_postfix(nfe=nfe)
     bar.close()
     return np.concatenate(images), nfes
+
+
+def check_solver(run, solver: str) -> str:
+    """``solver`` if the run's method supports it, else a one-line error listing those it does."""
+    if solver not in run.method.solvers:
+        raise MedpfgmError(f"solver '{solver}' is not available for {run.cfg.method}; choose one of: {', '.join(run.method.solvers)}")
+    return solver

@@ -45,6 +45,7 @@ class Evaluator:
         use_cache: bool = True,
     ):
         self.spaces, self.counts, self.classifier = spaces, np.asarray(counts), classifier
+        self.identity = {"dataset": dataset, "size": size}
         self.repeats, self.seed, self.use_cache = repeats, seed, use_cache
         self.key = f"{dataset}_{size}_{seed}_{'-'.join(map(str, self.counts))}"
         train = load_split(dataset, size, "train", data_root, verify=verify)

@@ -143,3 +143,48 @@ def load_samples_file(path: str | Path, dataset: str) -> ImageSet:
     if labels.min() < 0 or labels.max() >= k:
         raise MedpfgmError(f"samples file '{path}' has labels outside 0..{k - 1} of {dataset}")
     return ImageSet(images, labels, path.stem)
+
+
+def run_subject(run, run_dir, counts, solver, steps, rtol, batch_size, seed, device, progress) -> tuple[ImageSet, dict, str]:
+    """Samples of a run at one solver setting, the subject record, and the result file's stem."""
+    from medpfgm.sample import check_solver
+
+    sc = run.cfg.sample
+    solver = check_solver(run, solver or sc.solver)
+    steps, rtol = steps or sc.steps, rtol or sc.rtol
+    fake, info = run_samples(run, counts, solver, steps, rtol, rtol, batch_size or sc.batch_size, seed, device, progress)
+    rk45 = solver == "rk45"
+    setting = f"rk45 rtol {rtol:g}" if rk45 else f"{solver} {steps}"
+    subject = {
+        "label": run.cfg.label, "method": run.cfg.method, "run": str(run_dir), "step": run.step, "solver": solver,
+        "steps": None if rk45 else steps, "rtol": rtol if rk45 else None, "setting": setting, "nfe": info["nfe"],
+        "seconds_per_image": info["seconds"] / len(fake.labels), "samples": info["samples"],
+    }  # fmt: skip
+    return fake, subject, f"{run.cfg.label}_{setting.replace(' ', '')}"
+
+
+def summary_line(record: dict) -> str:
+    """One line: each distance with its floor, and class fidelity."""
+    s, f = record["score"], record["floor"]
+    parts = []
+    for space, name in (("domain", "domain FD"), ("frd", "FRD"), ("fid", "FID")):
+        if space in s:
+            parts.append(f"{name} {s[space]['fd']['mean']:.4g} ± {s[space]['fd']['std']:.2g} (floor {f[space]['fd']['mean']:.4g})")
+        elif space in record["unavailable"]:
+            parts.append(f"{name} unavailable")
+    parts.append(f"class fidelity {s['class_fidelity']['accuracy']:.3f} (floor {f['class_fidelity']['accuracy']:.3f})")
+    return ", ".join(parts)
+
+
+def write_ladder(evaluator: Evaluator, source: ImageSet, out: Path, unavailable: dict) -> tuple[Path, list[str]]:
+    """Run the ladder, write its JSON, and return the path and one printable line per metric."""
+    from medpfgm.evaluate.ladder import run_ladder
+
+    result = run_ladder(evaluator, source, evaluator.seed)
+    result["setup"] = {"counts": evaluator.counts.tolist(), "repeats": evaluator.repeats, "seed": evaluator.seed, "machine": machine(), **evaluator.identity}
+    result["unavailable"] = unavailable
+    lines = []
+    for metric, ok in result["ranks"].items():
+        values = "  ".join(f"{rung} {scores[metric]['mean']:.4g}" for rung, scores in result["rungs"].items())
+        lines.append(f"{metric:16s} {'ranks' if ok else 'FAILS: ' + '; '.join(result['failures'][metric])}  |  {values}")
+    return write_json(out, result), lines
