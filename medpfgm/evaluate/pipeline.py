@@ -109,7 +109,7 @@ def write_evaluation(out: Path, grid_dir: Path, subject: dict, fake: ImageSet, e
     names = class_names(dataset)
     grid = class_grid(fake.images, fake.labels, names, grid_dir / f"{out.stem}.png", title=f"{subject['label']} {subject.get('setting', '')}")
     record = {
-        "subject": {**subject, "grid": os.path.relpath(grid, out.parent)},
+        "subject": {**subject, "grid": os.path.relpath(grid, grid_dir.parent)},
         "setup": {
             "dataset": dataset,
             "size": size,

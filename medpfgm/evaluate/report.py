@@ -156,7 +156,7 @@ def build_report(folder: str | Path) -> Path:
             lines += [f"![per-class domain FD]({per_class.name})", ""]
         lines += ["## Samples (best setting of each model)", ""]
         for m in sorted(best):
-            lines += [f"**{m}**, {best[m]['subject'].get('setting', '')}:", "", f"![{m}]({best[m]['subject']['grid']})", ""]
+            lines += [f"**{m}**, {best[m]['subject'].get('setting', '')}:", "", f"![{m}](grids/{Path(best[m]['subject']['grid']).name})", ""]
     if ladder:
         rungs = list(ladder["rungs"])
         rows = [[COLUMNS.get(m, m), "yes" if ok else "**no**: " + "; ".join(ladder["failures"][m])] + [_fmt(ladder["rungs"][r][m]) for r in rungs] for m, ok in ladder["ranks"].items()]
