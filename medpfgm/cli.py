@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -267,6 +268,59 @@ def report(dataset, size, reports_root):
     if not folder.is_dir():
         raise MedpfgmError(f"no report folder '{folder}'; run `medpfgm evaluate` for {dataset} {size}px first")
     click.echo(f"wrote {build_report(folder)}")
+
+
+@cli.command()
+@click.option("--dataset", default="bloodmnist", show_default=True, help="bloodmnist, dermamnist or retinamnist.")
+@click.option("--size", type=int, default=28, show_default=True, help="Image size: 28, 64, 128 or 224.")
+@click.option("--ratio", type=float, required=True, help="Imbalance ratio: largest class / smallest class (e.g. 10, 100).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the long-tailed file (use it as --data-root).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@data_options
+def longtail(dataset, size, ratio, out, seed, data_root, no_verify):
+    """Cut a training split to an exponential long-tailed profile (val and test kept)."""
+    from medpfgm.augment import make_long_tailed
+    from medpfgm.data import ensure_file, resolve_root
+
+    source = ensure_file(dataset, size, resolve_root(data_root), verify=not no_verify)
+    path = make_long_tailed(source, dataset, size, ratio, seed, out)
+    counts = json.loads(path.with_name(path.name + ".provenance.json").read_text())["train_counts"]
+    click.echo(f"wrote {path}: training counts per class {counts} (ratio {max(counts) / min(counts):.1f}); train on it with --data-root {out}")
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="A run trained on the set to fill.")
+@click.option("--target", default="balanced", show_default=True, help="'balanced' (every class as large as the largest) or N images per class.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .npz (MedMNIST layout + train_synthetic mask).")
+@click.option("--solver", help="Sampler (default: the run's recipe).")
+@click.option("--steps", type=int, help="Sampler steps (default: the run's recipe).")
+@click.option("--batch-size", type=int, help="Images integrated together.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@data_options
+@runtime_options
+def augment(run_dir, target, out, solver, steps, batch_size, seed, data_root, no_verify, device, quiet):
+    """Fill the rare classes of a run's training set with synthetic images up to a target count."""
+    from medpfgm.augment import fill_counts, write_augmented
+    from medpfgm.data import ensure_file, num_channels, read_npz_split, resolve_root
+    from medpfgm.run import load_run, select_device
+    from medpfgm.sample import check_solver, generate
+
+    _positive("--steps", steps)
+    _positive("--batch-size", batch_size)
+    dev = select_device(device)
+    run = load_run(run_dir, dev)
+    cfg, sc = run.cfg, run.cfg.sample
+    source = ensure_file(cfg.dataset, cfg.size, resolve_root(data_root), verify=not no_verify)
+    _, labels = read_npz_split(source, "train")
+    missing = fill_counts(np.bincount(labels, minlength=len(run.class_names)), target)
+    solver = check_solver(run, solver or sc.solver)
+    synth_labels = np.repeat(np.arange(len(missing)), missing)
+    images = np.zeros((0, cfg.size, cfg.size, num_channels(cfg.dataset)), np.uint8)
+    if len(synth_labels):
+        images, _ = generate(run, synth_labels, solver, steps or sc.steps, sc.rtol, sc.atol, batch_size or sc.batch_size, seed, dev, progress=not quiet)
+    provenance = {"made_by": "medpfgm augment", "run": str(run_dir), "run_step": run.step, "solver": solver, "steps": steps or sc.steps, "seed": seed, "target": target, "filled": missing.tolist()}
+    path = write_augmented(source, cfg.dataset, cfg.size, images, synth_labels, out, provenance)
+    click.echo(f"wrote {path}: {len(synth_labels)} synthetic images, per class {missing.tolist()}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,22 @@ def md5sum(path: Path) -> str:
     return _md5_cached(str(path), stat.st_size, stat.st_mtime_ns)
 
 
+def provenance_path(path: Path) -> Path:
+    """The sidecar of a file medpfgm derived from an official one (long-tailed, augmented)."""
+    return Path(path).with_name(Path(path).name + ".provenance.json")
+
+
+def _recorded_md5(path: Path, dataset: str, size: int) -> tuple[str, str]:
+    """The MD5 a data file must have, and where that requirement comes from."""
+    side = provenance_path(path)
+    if side.is_file():
+        try:
+            return json.loads(side.read_text())["md5"], f"its provenance file {side.name}"
+        except (ValueError, KeyError):
+            raise MedpfgmError(f"provenance file '{side}' is corrupt; delete it and the data file, and make them again") from None
+    return expected_md5(dataset, size), "medmnist INFO"
+
+
 def _download(dataset: str, size: int, root: Path) -> None:
     import medmnist
 
@@ -123,10 +140,10 @@ def ensure_file(dataset: str, size: int, root: Path, download: bool = True, veri
             f"data file '{path.name}' not found in '{root}'; pass --data-root / set ${ENV_ROOT}, or allow download"
         )
     if verify:
-        got, want = md5sum(path), expected_md5(dataset, size)
+        (want, source), got = _recorded_md5(path, dataset, size), md5sum(path)
         if got != want:
             raise MedpfgmError(
-                f"data file '{path}' has MD5 {got}, expected {want} (medmnist INFO): corrupt or not the official "
+                f"data file '{path}' has MD5 {got}, expected {want} ({source}): corrupt or not the official "
                 "file; delete it to re-download, or pass --no-verify for your own MedMNIST-format file"
             )
     return path

@@ -1,0 +1,112 @@
+"""Long-tailed training sets and their class-balanced synthetic fill, both as MedMNIST-layout files.
+
+A derived file keeps the official layout (``{train,val,test}_{images,labels}``, labels (n, 1)) so the
+project's loaders and any medmnist-style code read it; a long-tailed set sits in its own folder under the
+official name (``bloodmnist.npz``) so ``--data-root FOLDER`` points any command at it, and a sidecar
+``<name>.provenance.json`` records its MD5 (checked instead of the official one) and how it was made.
+An augmented file adds ``train_synthetic`` (bool, n): which training images are synthetic.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from medpfgm.data import data_file, md5sum, provenance_path
+from medpfgm.errors import MedpfgmError
+from medpfgm.io import atomic_write, write_json
+
+
+def long_tailed_counts(class_counts: np.ndarray, ratio: float) -> np.ndarray:
+    """Exponential profile (as CIFAR-10-LT): the i-th largest class keeps n_max · ratio^(-i / (K - 1)).
+
+    Classes keep their natural order of size (the largest stays the head); no class gets more
+    images than it has. ``ratio`` = 1 keeps min(n_max, count) of each.
+    """
+    if ratio < 1:
+        raise MedpfgmError(f"imbalance ratio must be >= 1, got {ratio:g}")
+    counts = np.asarray(class_counts)
+    k = len(counts)
+    order = np.argsort(-counts, kind="stable")
+    out = np.zeros(k, dtype=int)
+    for rank, c in enumerate(order):
+        out[c] = min(int(counts[c]), max(1, int(counts.max() * ratio ** (-rank / max(k - 1, 1)))))
+    return out
+
+
+def fill_counts(class_counts: np.ndarray, target: str | int) -> np.ndarray:
+    """Synthetic images each class needs to reach ``target`` ("balanced" = the largest class; or an int)."""
+    counts = np.asarray(class_counts)
+    if target == "balanced":
+        goal = int(counts.max())
+    else:
+        try:
+            goal = int(target)
+        except ValueError:
+            raise MedpfgmError(f"--target must be 'balanced' or a positive integer, got '{target}'") from None
+        if goal <= 0:
+            raise MedpfgmError(f"--target must be 'balanced' or a positive integer, got '{target}'")
+    return np.maximum(goal - counts, 0)
+
+
+def _read_all(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as npz:
+            return {key: npz[key] for key in npz.files}
+    except (OSError, ValueError) as exc:
+        raise MedpfgmError(f"data file '{path}' cannot be read ({exc})") from None
+
+
+def write_derived(path: str | Path, dataset: str, size: int, arrays: dict[str, np.ndarray], provenance: dict) -> Path:
+    """Write a MedMNIST-layout file with its provenance sidecar (its MD5, dataset, size and how it was made)."""
+    path = Path(path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    atomic_write(path, write)
+    write_json(provenance_path(path), {**provenance, "dataset": dataset, "size": size, "md5": md5sum(path)})
+    return path
+
+
+def make_long_tailed(source: Path, dataset: str, size: int, ratio: float, seed: int, out_dir: str | Path) -> Path:
+    """A long-tailed copy of ``source``: the training split cut to the exponential profile, val/test kept.
+
+    The kept training indices (into the source's training split) are stored as ``train_source_index``.
+    """
+    arrays = _read_all(source)
+    labels = arrays["train_labels"].reshape(-1).astype(np.int64)
+    keep_counts = long_tailed_counts(np.bincount(labels), ratio)
+    rng = np.random.default_rng(seed)
+    keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), k, replace=False) for c, k in enumerate(keep_counts)]))
+    arrays.update(train_images=arrays["train_images"][keep], train_labels=arrays["train_labels"][keep], train_source_index=keep)
+    provenance = {"made_by": "medpfgm longtail", "source_md5": md5sum(source), "imbalance_ratio": ratio, "seed": seed, "train_counts": keep_counts.tolist()}
+    return write_derived(data_file(dataset, size, Path(out_dir)), dataset, size, arrays, provenance)
+
+
+def write_augmented(source: Path, dataset: str, size: int, synthetic: np.ndarray, synthetic_labels: np.ndarray, out: str | Path, provenance: dict) -> Path:
+    """``source`` with synthetic images appended to its training split and marked in ``train_synthetic``."""
+    arrays = _read_all(source)
+    real_labels = arrays["train_labels"]
+    labels = synthetic_labels.astype(real_labels.dtype).reshape(-1, *real_labels.shape[1:])
+    images = synthetic.reshape(-1, *arrays["train_images"].shape[1:])
+    arrays.update(
+        train_images=np.concatenate([arrays["train_images"], images]),
+        train_labels=np.concatenate([real_labels, labels]),
+        train_synthetic=np.concatenate([np.zeros(len(real_labels), bool), np.ones(len(labels), bool)]),
+    )
+    counts = np.bincount(arrays["train_labels"].reshape(-1).astype(np.int64))
+    return write_derived(out, dataset, size, arrays, {**provenance, "source_md5": md5sum(source), "train_counts": counts.tolist(), "synthetic": int(len(labels))})
+
+
+def read_provenance(path: Path) -> dict | None:
+    side = provenance_path(path)
+    if not side.is_file():
+        return None
+    try:
+        return json.loads(side.read_text())
+    except ValueError as exc:
+        raise MedpfgmError(f"provenance file '{side}' is corrupt ({exc})") from None
