@@ -110,3 +110,22 @@ def read_provenance(path: Path) -> dict | None:
         return json.loads(side.read_text())
     except ValueError as exc:
         raise MedpfgmError(f"provenance file '{side}' is corrupt ({exc})") from None
+
+
+def read_training_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training images, labels and synthetic mask (all False for real-only files) of a MedMNIST-layout file.
+
+    A file with a provenance sidecar must still have the MD5 recorded there.
+    """
+    from medpfgm.data import read_npz_split
+
+    path = Path(path)
+    if not path.is_file():
+        raise MedpfgmError(f"training file '{path}' does not exist")
+    provenance = read_provenance(path)
+    if provenance is not None and md5sum(path) != provenance.get("md5"):
+        raise MedpfgmError(f"training file '{path}' does not match the MD5 in {provenance_path(path).name}: changed or corrupt")
+    images, labels = read_npz_split(path, "train")
+    with np.load(path) as npz:
+        synthetic = npz["train_synthetic"].astype(bool) if "train_synthetic" in npz.files else np.zeros(len(labels), bool)
+    return images, labels, synthetic

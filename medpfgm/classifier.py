@@ -35,8 +35,10 @@ class ClassifierConfig:
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 5e-4
-    flip: bool = True  # random flips (the classical augmentation every variant gets)
+    flip: bool = True  # random flips (every variant gets them)
+    augment: bool = False  # classical augmentation: quarter turns, brightness and contrast jitter
     balanced: bool = False  # draw batches class-balanced (inverse-frequency sampling)
+    reweight: bool = False  # weight the loss by inverse class frequency
     seed: int = 0
 
 
@@ -64,6 +66,17 @@ def penultimate_features(net: ResNet, x: torch.Tensor) -> torch.Tensor:
     finally:
         handle.remove()
     return feats[0]
+
+
+def classical_augment(x: torch.Tensor, generator: torch.Generator, jitter: float = 0.1) -> torch.Tensor:
+    """Per image: a random quarter turn, brightness ± jitter and contrast × (1 ± jitter); x in [-1, 1], (n, C, H, W)."""
+    n = x.shape[0]
+    turns = torch.randint(0, 4, (n,), generator=generator)
+    x = torch.stack([torch.rot90(img, int(k), dims=(-2, -1)) for img, k in zip(x, turns)])
+    brightness = (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * jitter * 2  # [-1, 1] range is 2 wide
+    contrast = 1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * jitter
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return ((x - mean) * contrast + mean + brightness).clamp(-1, 1)
 
 
 def _batch_indices(labels: np.ndarray, batch_size: int, balanced: bool, rng: np.random.Generator) -> list[np.ndarray]:
@@ -96,6 +109,10 @@ def train_classifier(
     net = build_classifier(num_classes, images.shape[-1], cfg.width).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(labels) // cfg.batch_size)
+    class_weight = None
+    if cfg.reweight:
+        counts = np.bincount(labels, minlength=num_classes).astype(float)
+        class_weight = torch.tensor(np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0), dtype=torch.float32, device=device)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
     t0, last_loss = time.perf_counter(), float("nan")
     bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="classifier", disable=not progress, dynamic_ncols=True)
@@ -106,8 +123,10 @@ def train_classifier(
             x = to_unit_range(images[idx])
             if cfg.flip:
                 x = random_flips(x, gen)
+            if cfg.augment:
+                x = classical_augment(x, gen)
             y = torch.from_numpy(labels[idx]).long()
-            loss = F.cross_entropy(net(x.to(device)), y.to(device))
+            loss = F.cross_entropy(net(x.to(device)), y.to(device), weight=class_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -161,27 +160,48 @@ def synthesize(run_dir, class_id, n, solver, steps, rtol, atol, batch_size, z_ex
 @click.option("--dataset", default="bloodmnist", show_default=True, help="bloodmnist, dermamnist or retinamnist.")
 @click.option("--size", type=int, default=28, show_default=True, help="Image size: 28, 64, 128 or 224.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for classifier.pt and classifier.json.")
+@click.option("--train-file", type=click.Path(dir_okay=False), help="Train on this MedMNIST-layout file's training split (long-tailed or augmented) instead of the official one.")
+@click.option("--synthetic-only", is_flag=True, help="With --train-file: train on its synthetic images only (train on synthetic, test on real).")
 @click.option("--epochs", type=int, default=10, show_default=True)
 @click.option("--width", type=int, default=16, show_default=True, help="First-stage channels of the ResNet-18 layout (64 = ResNet-18).")
 @click.option("--balanced", is_flag=True, help="Class-balanced (inverse-frequency) batches.")
+@click.option("--reweight", is_flag=True, help="Inverse-frequency class weights in the loss.")
+@click.option("--augment", "classical", is_flag=True, help="Classical augmentation: quarter turns, brightness and contrast jitter (flips are always on).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @data_options
 @runtime_options
-def classify(dataset, size, out, epochs, width, balanced, seed, data_root, no_verify, device, quiet):
-    """Train a ResNet-18-layout classifier on a real training split and score it on the test split."""
+def classify(dataset, size, out, train_file, synthetic_only, epochs, width, balanced, reweight, classical, seed, data_root, no_verify, device, quiet):
+    """Train a ResNet-18-layout classifier and score it on the official test split."""
+    from medpfgm.augment import read_training_file
     from medpfgm.classifier import ClassifierConfig, classification_metrics, predict_proba, save_classifier, train_classifier
-    from medpfgm.data import load_split
+    from medpfgm.data import check_dataset, check_size, class_names, load_split
     from medpfgm.run import select_device
 
     _positive("--epochs", epochs)
     _positive("--width", width)
+    check_dataset(dataset)
+    check_size(size)
+    if synthetic_only and not train_file:
+        raise MedpfgmError("--synthetic-only needs --train-file (an augmented file with a train_synthetic mask)")
     dev = select_device(device)
-    train_split = load_split(dataset, size, "train", data_root, verify=not no_verify)
     test_split = load_split(dataset, size, "test", data_root, verify=not no_verify)
-    cfg = ClassifierConfig(width=width, epochs=epochs, balanced=balanced, seed=seed)
-    net, info = train_classifier(train_split.images, train_split.labels, train_split.num_classes, cfg, dev, progress=not quiet)
+    if train_file:
+        images, labels, synthetic = read_training_file(train_file)
+        if synthetic_only:
+            if not synthetic.any():
+                raise MedpfgmError(f"training file '{train_file}' has no synthetic images (no train_synthetic mask)")
+            images, labels = images[synthetic], labels[synthetic]
+        if images.shape[1:] != test_split.images.shape[1:] or labels.max() >= len(class_names(dataset)):
+            raise MedpfgmError(f"training file '{train_file}' does not hold {dataset} {size}px images")
+        source = f"{train_file}{' (synthetic only)' if synthetic_only else ''}"
+    else:
+        split = load_split(dataset, size, "train", data_root, verify=not no_verify)
+        images, labels, source = split.images, split.labels, f"{dataset} {size}px train split"
+    cfg = ClassifierConfig(width=width, epochs=epochs, balanced=balanced, reweight=reweight, augment=classical, seed=seed)
+    net, info = train_classifier(images, labels, len(class_names(dataset)), cfg, dev, progress=not quiet)
     metrics = classification_metrics(predict_proba(net, test_split.images), test_split.labels)
-    save_classifier(out, net.cpu(), cfg, {"dataset": dataset, "size": size, "trained_on": f"{dataset} {size}px train split ({len(train_split.labels)} images)", "test": metrics, **info})
+    counts = np.bincount(labels, minlength=len(class_names(dataset))).tolist()
+    save_classifier(out, net.cpu(), cfg, {"dataset": dataset, "size": size, "trained_on": f"{source} ({len(labels)} images)", "train_counts": counts, "test": metrics, **info})
     click.echo(
         f"wrote {out}: test accuracy {metrics['accuracy']:.3f}, balanced accuracy {metrics['balanced_accuracy']:.3f}, "
         f"macro-F1 {metrics['macro_f1']:.3f}, AUC {metrics['auc']:.3f} ({info['train_seconds']:.0f} s of training)"
@@ -279,12 +299,12 @@ def report(dataset, size, reports_root):
 @data_options
 def longtail(dataset, size, ratio, out, seed, data_root, no_verify):
     """Cut a training split to an exponential long-tailed profile (val and test kept)."""
-    from medpfgm.augment import make_long_tailed
+    from medpfgm.augment import make_long_tailed, read_provenance
     from medpfgm.data import ensure_file, resolve_root
 
     source = ensure_file(dataset, size, resolve_root(data_root), verify=not no_verify)
     path = make_long_tailed(source, dataset, size, ratio, seed, out)
-    counts = json.loads(path.with_name(path.name + ".provenance.json").read_text())["train_counts"]
+    counts = read_provenance(path)["train_counts"]
     click.echo(f"wrote {path}: training counts per class {counts} (ratio {max(counts) / min(counts):.1f}); train on it with --data-root {out}")
 
 

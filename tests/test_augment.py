@@ -66,6 +66,28 @@ def test_longtail_then_augment_round_trip_through_the_loaders(capsys, tmp_path, 
     provenance = json.loads((tmp_path / "aug.npz.provenance.json").read_text())
     assert provenance["filled"] == np.maximum(60 - before, 0).tolist()
 
+    for extra in ([], ["--synthetic-only", "--balanced", "--augment", "--reweight"]):
+        code, out, err = run_cli(capsys, "classify", "--dataset", "retinamnist", "--train-file", str(out_file), *extra, "--epochs", "1", "--width", "4", "--out", str(tmp_path / "clf"), "--quiet", "--device", "cpu")
+        assert code == 0, err
+        meta = json.loads((tmp_path / "clf" / "classifier.json").read_text())
+        expected = np.bincount(labels[mask] if extra else labels, minlength=5)
+        assert meta["train_counts"] == expected.tolist() and "test accuracy" in out
+
+
+def test_classical_augment_turns_and_jitters_within_range():
+    import torch
+
+    from medpfgm.classifier import classical_augment
+
+    x = torch.rand(64, 3, 8, 8) * 2 - 1
+    plain = classical_augment(x, torch.Generator().manual_seed(0), jitter=0.0)
+    turned = [any(torch.allclose(p, torch.rot90(img, k, dims=(-2, -1)), atol=1e-6) for k in range(4)) for p, img in zip(plain, x)]
+    assert all(turned) and not torch.allclose(plain, x)  # quarter turns only, and some images turned
+    jittered = classical_augment(x, torch.Generator().manual_seed(0), jitter=0.1)
+    assert jittered.min() >= -1 and jittered.max() <= 1
+    shift = (jittered - plain).mean(dim=(1, 2, 3)).abs()
+    assert shift.max() <= 0.2 + 1e-6 and shift.max() > 0.01
+
 
 def test_a_changed_derived_file_fails_its_provenance_md5(capsys, tmp_path, data_root):
     lt = tmp_path / "lt"
@@ -81,6 +103,9 @@ def test_a_changed_derived_file_fails_its_provenance_md5(capsys, tmp_path, data_
     [
         (["longtail", "--dataset", "retinamnist", "--ratio", "0.5", "--out", "/tmp/x"], ["ratio must be >= 1", "0.5"]),
         (["augment", "--run", "/nonexistent", "--out", "/tmp/x.npz"], ["/nonexistent", "does not exist"]),
+        (["augment", "--run", "/nonexistent", "--out", "/tmp/x.npz", "--steps", "0"], ["--steps must be a positive integer"]),
+        (["classify", "--dataset", "retinamnist", "--out", "/tmp/x", "--synthetic-only"], ["--synthetic-only needs --train-file"]),
+        (["classify", "--dataset", "retinamnist", "--out", "/tmp/x", "--train-file", "/nonexistent.npz"], ["training file '/nonexistent.npz' does not exist"]),
     ],
 )
 def test_bad_augmentation_arguments(capsys, args, fragments):
