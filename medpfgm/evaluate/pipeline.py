@@ -152,6 +152,7 @@ def run_subject(run, run_dir, counts, solver, steps, rtol, batch_size, seed, dev
     sc = run.cfg.sample
     solver = check_solver(run, solver or sc.solver)
     steps, rtol = steps or sc.steps, rtol or sc.rtol
+    load = os.getloadavg()[0] / (os.cpu_count() or 1)  # timings below are only comparable on a quiet machine
     fake, info = run_samples(run, counts, solver, steps, rtol, rtol, batch_size or sc.batch_size, seed, device, progress)
     rk45 = solver == "rk45"
     setting = f"rk45 rtol {rtol:g}" if rk45 else f"{solver} {steps}"
@@ -159,6 +160,7 @@ def run_subject(run, run_dir, counts, solver, steps, rtol, batch_size, seed, dev
         "label": run.cfg.label, "method": run.cfg.method, "run": str(run_dir), "step": run.step, "solver": solver,
         "steps": None if rk45 else steps, "rtol": rtol if rk45 else None, "setting": setting, "nfe": info["nfe"],
         "seconds_per_image": info["seconds"] / len(fake.labels), "samples": info["samples"],
+        "cpu_load_per_core": round(load, 2),
     }  # fmt: skip
     return fake, subject, f"{run.cfg.label}_{setting.replace(' ', '')}"
 

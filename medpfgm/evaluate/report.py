@@ -136,9 +136,13 @@ def build_report(folder: str | Path) -> Path:
             spi = f"{s['seconds_per_image']:.2f}" if s.get("seconds_per_image") else "–"
             rows.append([s["label"], s.get("setting", ""), nfe, spi] + [_fmt(summarize(r["score"]).get(m), m in flagged) for m in metrics])
         lines += ["## Overall", ""] + _table(["model", "sampler", "NFE", "s / image", *[COLUMNS[m] for m in metrics]], rows) + [""]
+        busy = [r["subject"] for r in records if r["subject"].get("cpu_load_per_core", 0) > 1.2]
+        if busy:
+            lines += [f"- Seconds per image of {len(busy)} of {len(records)} settings were measured while other jobs shared the cores "
+                      f"(load per core up to {max(s['cpu_load_per_core'] for s in busy):.1f}): compare them as rough costs; NFE is exact."]
         for name, reason in sorted(unavailable.items()):
             lines += [f"- **{name.upper()} unavailable**: {reason}"]
-        if unavailable:
+        if unavailable or busy:
             lines += [""]
         curve = plot_quality_vs_nfe(records, folder / "quality_vs_nfe.png", summarize(floor))
         if curve:
