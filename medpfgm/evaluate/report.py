@@ -25,7 +25,9 @@ COLUMNS = {  # metric -> table header
     "domain_fd": "domain FD",
     "domain_fd_class": "domain FD per class",
     "frd": "FRD",
+    "frd_class": "FRD per class",
     "fid": "FID",
+    "fid_class": "FID per class",
     "kid": "KID",
     "precision": "precision",
     "recall": "recall",
@@ -86,7 +88,8 @@ def plot_quality_vs_nfe(records: list[dict], path: Path, floor: dict) -> Path | 
             e = [summarize(r["score"])[metric]["std"] for r in group]
             ax.errorbar(x, y, yerr=e, marker="o", ms=4, capsize=2, label=name)
         ax.axhline(floor[metric]["mean"], color="k", ls="--", lw=1, label="real test vs train (floor)")
-        ax.set(xscale="log", xlabel="NFE (network evaluations per image)", ylabel=COLUMNS[metric], title=f"{COLUMNS[metric]} vs NFE (lower is better)")
+        yscale = "log" if metric == "domain_fd" else "linear"  # FRD is a logarithm already
+        ax.set(xscale="log", yscale=yscale, xlabel="NFE (network evaluations per image)", ylabel=COLUMNS[metric], title=f"{COLUMNS[metric]} vs NFE (lower is better)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     return _save(fig, path)
@@ -150,10 +153,10 @@ def build_report(folder: str | Path) -> Path:
         best = best_per_model(records)
         per_class = plot_per_class(best, floor, names, folder / "per_class.png")
         classes = sorted(floor["domain"]["fd_per_class"], key=int)
-        rows = [[f"{c} {names[int(c)]}", _fmt(floor["domain"]["fd_per_class"][c])] + [_fmt(best[m]["score"]["domain"]["fd_per_class"].get(c)) for m in sorted(best)] for c in classes]
+        rows = [[f"{c} {names[int(c)][:28]}", _fmt(floor["domain"]["fd_per_class"][c])] + [_fmt(best[m]["score"]["domain"]["fd_per_class"].get(c)) for m in sorted(best)] for c in classes]
         lines += ["## Per class (best setting of each model)", "", "Domain Fréchet distance per class:", ""]
         lines += _table(["class", "floor", *[f"{m} ({best[m]['subject'].get('setting', '')})" for m in sorted(best)]], rows) + [""]
-        fid_rows = [[f"{c} {names[int(c)]}", f"{floor['class_fidelity']['per_class'].get(c, float('nan')):.3f}"] + [f"{best[m]['score']['class_fidelity']['per_class'].get(c, float('nan')):.3f}" for m in sorted(best)] for c in classes]
+        fid_rows = [[f"{c} {names[int(c)][:28]}", f"{floor['class_fidelity']['per_class'].get(c, float('nan')):.3f}"] + [f"{best[m]['score']['class_fidelity']['per_class'].get(c, float('nan')):.3f}" for m in sorted(best)] for c in classes]
         lines += ["Class fidelity (the classifier's accuracy on images of each requested class):", ""]
         lines += _table(["class", "real test", *sorted(best)], fid_rows) + [""]
         if per_class:
@@ -162,8 +165,8 @@ def build_report(folder: str | Path) -> Path:
         for m in sorted(best):
             lines += [f"**{m}**, {best[m]['subject'].get('setting', '')}:", "", f"![{m}](grids/{Path(best[m]['subject']['grid']).name})", ""]
     if ladder:
-        rungs = list(ladder["rungs"])
-        rows = [[COLUMNS.get(m, m), "yes" if ok else "**no**: " + "; ".join(ladder["failures"][m])] + [_fmt(ladder["rungs"][r][m]) for r in rungs] for m, ok in ladder["ranks"].items()]
+        rungs = [r for r in ("real", "blur", "noise", "hue", "class_swap", "pure_noise") if r in ladder["rungs"]]
+        rows = [[COLUMNS.get(m, m), "yes" if ok else "**no**: " + "; ".join(ladder["failures"][m])] + [_fmt(ladder["rungs"][r][m]) for r in rungs] for m, ok in sorted(ladder["ranks"].items(), key=lambda kv: list(COLUMNS).index(kv[0]) if kv[0] in COLUMNS else len(COLUMNS))]
         lines += ["## Validity ladder", "", f"Real test images against the same real reference, then known degradations of them, then uniform noise "
                   f"({sum(ladder['setup']['counts'])} images). A metric must rank real < every degradation < noise (class swap counts only for class-aware metrics).", ""]
         lines += _table(["metric", "ranks the ladder", *rungs], rows) + [""]
