@@ -22,6 +22,7 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LinAlgWarning)
+        warnings.filterwarnings("ignore", "invalid value encountered in scalar divide", RuntimeWarning)  # sqrtm's error estimate of a zero matrix
         return float(FIDMetric()(fake.double(), real.double()))
 
 
