@@ -1,0 +1,131 @@
+"""The class-balanced augmentation benchmark: long-tailed real data, with and without synthetic fill.
+
+    python benchmarks/augmentation.py --dataset bloodmnist --ratio 100 \
+        --fill pfgm=RUN_A --fill pfgmpp_d128=RUN_B --fill ddpm=RUN_C --seeds 0,1,2 \
+        --out reports/augmentation/bloodmnist_lt100
+
+Every step is a medpfgm command and is skipped when its output exists, so a killed benchmark
+resumes. Generative runs must be trained on OUT/data (the long-tailed set): `medpfgm longtail`
+makes it first; train with `--data-root OUT/data`. Variants, each over the seeds:
+  (a) real        long-tailed real only
+  (b) resample    (a) with class-balanced batches      (b') reweight: with inverse-frequency loss weights
+  (c) classical   (b) with classical augmentation
+  (d..) fill_<m>  real + the synthetic fill of model m, up to the largest class
+  (g) full        the full official training set (upper bound)
+  tstr_<m>        train on the fill's synthetic images only, test on real
+Results: OUT/README.md (mean ± std over seeds), OUT/results.csv, OUT/per_class_recall.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from medpfgm.cli import main as medpfgm  # noqa: E402
+from medpfgm.data import class_names, data_file  # noqa: E402
+from medpfgm.figures import _save  # noqa: E402
+from medpfgm.io import atomic_write  # noqa: E402
+
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
+
+
+def run(*args: str) -> None:
+    print("$ medpfgm " + " ".join(args), flush=True)
+    if medpfgm(list(args)) != 0:
+        sys.exit(f"step failed: medpfgm {' '.join(args)}")
+
+
+def variants(lt_file: Path, fills: dict[str, Path]) -> dict[str, list[str]]:
+    """Variant name -> the classify arguments that define its training data and recipe."""
+    out = {
+        "real": ["--train-file", str(lt_file)],
+        "resample": ["--train-file", str(lt_file), "--balanced"],
+        "reweight": ["--train-file", str(lt_file), "--reweight"],
+        "classical": ["--train-file", str(lt_file), "--balanced", "--augment"],
+    }
+    for name, path in fills.items():
+        out[f"fill_{name}"] = ["--train-file", str(path)]
+        out[f"tstr_{name}"] = ["--train-file", str(path), "--synthetic-only"]
+    out["full"] = []
+    return out
+
+
+def collect(out: Path, names: list[str], seeds: list[int]) -> pd.DataFrame:
+    rows = []
+    for name in names:
+        for seed in seeds:
+            meta = json.loads((out / "classifiers" / f"{name}_s{seed}" / "classifier.json").read_text())
+            rows.append({"variant": name, "seed": seed, **{m: meta["test"][m] for m in METRICS}, "recall": meta["test"]["per_class_recall"], "train_images": sum(meta["train_counts"])})
+    return pd.DataFrame(rows)
+
+
+def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_counts: list[int]) -> None:
+    names = class_names(dataset)
+    summary = df.groupby("variant", sort=False)[list(METRICS)].agg(["mean", "std"])
+    from medpfgm.evaluate.pipeline import machine
+
+    lines = [f"# Class-balanced augmentation: {dataset}, long-tailed training counts {lt_counts}", ""]
+    lines += [f"Measured on {machine()}; mean ± std over seeds {sorted(df.seed.unique().tolist())}, official test split.", "", "```", command, "```", ""]
+    lines += ["| variant | train images | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
+    for variant, row in summary.iterrows():
+        n = int(df[df.variant == variant].train_images.iloc[0])
+        lines.append(f"| {variant} | {n} | " + " | ".join(f"{row[(m, 'mean')]:.3f} ± {row[(m, 'std')]:.3f}" for m in METRICS) + " |")
+    recall = df.groupby("variant", sort=False)["recall"].apply(lambda r: np.mean(np.stack(r.to_list()), axis=0))
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 4))
+    for variant, values in recall.items():
+        ax.plot(range(len(names)), values, marker="o", label=variant)
+    ax.set_xticks(range(len(names)), [f"{n[:12]} ({c})" for n, c in zip(names, lt_counts)], rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel="test recall (mean over seeds)", ylim=(0, 1), title="per-class recall (training count in brackets)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    _save(fig, out / "per_class_recall.png")
+    lines += ["", "![per-class recall](per_class_recall.png)", ""]
+    atomic_write(out / "README.md", lambda tmp: tmp.write_text("\n".join(lines)))
+    atomic_write(out / "results.csv", lambda tmp: df.drop(columns="recall").to_csv(tmp, index=False))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="bloodmnist")
+    p.add_argument("--size", type=int, default=28)
+    p.add_argument("--ratio", type=float, help="imbalance ratio; omit to use the dataset as it is")
+    p.add_argument("--fill", action="append", default=[], help="NAME=RUN: a generative run trained on OUT/data")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--out", required=True)
+    p.add_argument("--data-root")
+    args = p.parse_args()
+    out, seeds = Path(args.out), [int(s) for s in args.seeds.split(",")]
+    data = out / "data"
+    common = ["--data-root", args.data_root] if args.data_root else []
+    lt_file = data_file(args.dataset, args.size, data)
+    if not lt_file.is_file():
+        run("longtail", "--dataset", args.dataset, "--size", str(args.size), "--ratio", str(args.ratio or 1), "--out", str(data), *common)
+    fills = {}
+    for item in args.fill:
+        name, run_dir = item.split("=", 1)
+        fills[name] = out / f"fill_{name}.npz"
+        if not fills[name].is_file():
+            run("augment", "--run", run_dir, "--target", "balanced", "--out", str(fills[name]), "--data-root", str(data), "--quiet")
+    plan = variants(lt_file, fills)
+    for name, extra in plan.items():
+        for seed in seeds:
+            folder = out / "classifiers" / f"{name}_s{seed}"
+            if not (folder / "classifier.json").is_file():
+                run("classify", "--dataset", args.dataset, "--size", str(args.size), "--out", str(folder), "--epochs", str(args.epochs), "--seed", str(seed), "--quiet", *extra, *common)
+    lt_counts = json.loads(lt_file.with_name(lt_file.name + ".provenance.json").read_text())["train_counts"]
+    write_report(out, collect(out, list(plan), seeds), args.dataset, "python " + " ".join(sys.argv), lt_counts)
+    print(f"wrote {out / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main()
