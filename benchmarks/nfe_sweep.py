@@ -1,0 +1,66 @@
+"""Quality against NFE for trained runs: `medpfgm evaluate` at the standard solver settings, then `report`.
+
+    python benchmarks/nfe_sweep.py reports/bloodmnist_28/pfgm/run reports/bloodmnist_28/ddpm/run
+
+Settings per method (issue 5): PFGM: Euler and Heun at 10/20/50 steps, Euler 100, RK45 at rtol
+1e-2 and 1e-3; PFGM++: Heun at 5/10/18/35 steps, Euler 50; DDPM: DDIM at 10/20/50/100/250 and
+1000-step ancestral. A setting whose result file exists is skipped, so a killed sweep resumes.
+The ladder is scored first if the report folder has none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from medpfgm.cli import main as medpfgm  # noqa: E402
+from medpfgm.evaluate.pipeline import report_dir  # noqa: E402
+from medpfgm.run import read_config  # noqa: E402
+
+SETTINGS = {
+    "pfgm": [("euler", 10), ("euler", 20), ("euler", 50), ("euler", 100), ("heun", 10), ("heun", 20), ("heun", 50), ("rk45", 1e-2), ("rk45", 1e-3)],
+    "pfgmpp": [("heun", 5), ("heun", 10), ("heun", 18), ("heun", 35), ("euler", 50)],
+    "ddpm": [("ddim", 10), ("ddim", 20), ("ddim", 50), ("ddim", 100), ("ddim", 250), ("ddpm", 1000)],
+}
+
+
+def setting_args(solver: str, value: float) -> tuple[list[str], str]:
+    """The evaluate arguments of a setting and the stem of its result file (after the model label)."""
+    if solver == "rk45":
+        return ["--solver", "rk45", "--rtol", f"{value:g}"], f"rk45rtol{value:g}"
+    return ["--solver", solver, "--steps", str(int(value))], f"{solver}{int(value)}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+")
+    p.add_argument("-n", type=int, default=None, help="images per setting (default: evaluate's)")
+    p.add_argument("--reports", default="reports")
+    p.add_argument("--only", help="comma-separated solver names to run (e.g. ddim)")
+    args = p.parse_args()
+    folders = set()
+    for run in args.runs:
+        cfg = read_config(run)
+        folder = report_dir(cfg.dataset, cfg.size, args.reports)
+        folders.add((cfg.dataset, cfg.size, folder))
+        if not (folder / "ladder.json").is_file():
+            medpfgm(["evaluate", "--ladder", "--dataset", cfg.dataset, "--size", str(cfg.size), "--reports", args.reports, "--quiet"])
+        for solver, value in SETTINGS[cfg.method]:
+            if args.only and solver not in args.only.split(","):
+                continue
+            extra, stem = setting_args(solver, value)
+            if (folder / "evaluations" / f"{cfg.label}_{stem}.json").is_file():
+                continue
+            n = ["-n", str(args.n)] if args.n else []
+            print(f"$ medpfgm evaluate --run {run} {' '.join(extra + n)}", flush=True)
+            if medpfgm(["evaluate", "--run", run, *extra, *n, "--reports", args.reports, "--quiet"]) != 0:
+                sys.exit(f"evaluate failed for {run} {stem}")
+    for dataset, size, _ in sorted(folders):
+        medpfgm(["report", "--dataset", dataset, "--size", str(size), "--reports", args.reports])
+
+
+if __name__ == "__main__":
+    main()
