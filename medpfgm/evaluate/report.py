@@ -170,7 +170,13 @@ def build_report(folder: str | Path) -> Path:
         lines += ["## Validity ladder", "", f"Real test images against the same real reference, then known degradations of them, then uniform noise "
                   f"({sum(ladder['setup']['counts'])} images). A metric must rank real < every degradation < noise (class swap counts only for class-aware metrics).", ""]
         lines += _table(["metric", "ranks the ladder", *rungs], rows) + [""]
-    lines += ["## Reproduce", "", "```", f"medpfgm evaluate --ladder --dataset {dataset} --size {size}"]
+    lines += ["## Reproduce", "", "```"]
+    if (folder / "classifier" / "classifier.json").is_file():
+        c = json.loads((folder / "classifier" / "classifier.json").read_text())
+        cfg = c["config"]
+        lines.append(f"medpfgm classify --dataset {dataset} --size {size} --out {folder}/classifier --epochs {cfg['epochs']} --width {cfg['width']} --seed {cfg['seed']}"
+                     f"   # test accuracy {c['test'].get('accuracy', float('nan')):.3f}, AUC {c['test'].get('auc', float('nan')):.3f}")
+    lines.append(f"medpfgm evaluate --ladder --dataset {dataset} --size {size}")
     for r in records:
         s = r["subject"]
         if s.get("run"):
