@@ -28,6 +28,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from medpfgm.augment import read_provenance  # noqa: E402
 from medpfgm.cli import main as medpfgm  # noqa: E402
 from medpfgm.data import class_names, data_file  # noqa: E402
 from medpfgm.figures import _save  # noqa: E402
@@ -122,7 +123,7 @@ def main() -> None:
             folder = out / "classifiers" / f"{name}_s{seed}"
             if not (folder / "classifier.json").is_file():
                 run("classify", "--dataset", args.dataset, "--size", str(args.size), "--out", str(folder), "--epochs", str(args.epochs), "--seed", str(seed), "--quiet", *extra, *common)
-    lt_counts = json.loads(lt_file.with_name(lt_file.name + ".provenance.json").read_text())["train_counts"]
+    lt_counts = read_provenance(lt_file)["train_counts"]
     write_report(out, collect(out, list(plan), seeds), args.dataset, "python " + " ".join(sys.argv), lt_counts)
     print(f"wrote {out / 'README.md'}")
 

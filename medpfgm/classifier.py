@@ -11,7 +11,6 @@ SHA-256, and test metrics); loading checks the hash and reads tensors only.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from tqdm.auto import tqdm
 
 from medpfgm.data import random_flips, to_unit_range
 from medpfgm.errors import MedpfgmError
-from medpfgm.io import atomic_write, write_json
+from medpfgm.io import atomic_write, sha256_of, write_json
 
 
 @dataclass
@@ -166,16 +165,12 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def save_classifier(folder: str | Path, net: ResNet, cfg: ClassifierConfig, meta: dict) -> Path:
     """Write classifier.pt and classifier.json (config, hash, and ``meta`` such as dataset and test metrics)."""
     folder = Path(folder)
     weights = atomic_write(folder / "classifier.pt", lambda tmp: torch.save(net.state_dict(), tmp))
     num_classes, in_channels = net.fc.out_features, net.conv1.in_channels
-    info = {"config": dataclasses.asdict(cfg), "num_classes": num_classes, "in_channels": in_channels, "sha256": _sha256(weights), **meta}
+    info = {"config": dataclasses.asdict(cfg), "num_classes": num_classes, "in_channels": in_channels, "sha256": sha256_of(weights), **meta}
     write_json(folder / "classifier.json", info)
     return folder
 
@@ -194,7 +189,7 @@ def load_classifier(folder: str | Path, device: torch.device | str = "cpu") -> t
         num_classes, in_channels, expected = meta["num_classes"], meta["in_channels"], meta["sha256"]
     except (ValueError, KeyError, TypeError) as exc:
         raise MedpfgmError(f"classifier description '{meta_path}' is corrupt ({exc})") from None
-    if _sha256(weights) != expected:
+    if sha256_of(weights) != expected:
         raise MedpfgmError(f"classifier weights '{weights}' do not match the SHA-256 in {meta_path.name}: the file changed or is corrupt")
     net = build_classifier(num_classes, in_channels, cfg.width)
     try:

@@ -12,7 +12,6 @@ Every space computes features the same way (``extract``) and has one ``distance`
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
@@ -27,6 +26,7 @@ from torch import nn
 from medpfgm.data import to_unit_range
 from medpfgm.errors import MedpfgmError
 from medpfgm.evaluate.metrics import frechet_distance
+from medpfgm.io import sha256_of
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_WEIGHTS_FILE}"
@@ -107,14 +107,6 @@ def fid_inception_architecture() -> nn.Module:
     net.Mixed_7b = pf.FIDInceptionE_1(1280)
     net.Mixed_7c = pf.FIDInceptionE_2(2048)
     return net
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def locate_fid_weights(weights: str | Path | None = None, download: bool = True) -> Path:
