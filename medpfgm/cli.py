@@ -54,7 +54,7 @@ def cli() -> None:
 @click.option("--method", default="pfgm", show_default=True, help="pfgm (D = 1), pfgmpp (any D) or ddpm.")
 @click.option("--aug-dim", help="PFGM++ augmented dimension D: 1, an integer >= 2, or inf (EDM).")
 @click.option("--recipe", type=click.Path(dir_okay=False), help="Recipe file (default: recipes/<method>/<dataset>_<size>.toml).")
-@click.option("--steps", type=int, help="Total optimizer steps (overrides the recipe; with --resume, extends the run).")
+@click.option("--steps", type=int, help="Total optimizer steps (overrides the recipe; with --resume, moves the run's saved target).")
 @click.option("--batch-size", type=int, help="Training batch B.")
 @click.option("--field-batch", type=int, help="PFGM field batch B_L (charges of the empirical field).")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), help="Run folder (default: runs/<method>_<dataset>_<size>).")
@@ -92,7 +92,9 @@ def train(dataset, size, method, aug_dim, recipe, steps, batch_size, field_batch
     if seed is not None:
         cfg.seed = seed
     run_dir = run_dir or f"runs/{cfg.label}_{cfg.dataset}_{cfg.size}"
-    summary = run_training(run_dir, cfg, select_device(device), resume, data_root, verify=not no_verify, progress=not quiet)
+    summary = run_training(
+        run_dir, cfg, select_device(device), resume, data_root, verify=not no_verify, progress=not quiet, steps=steps
+    )
     click.echo(
         f"trained {summary['run']} to step {summary['step']} ({summary['parameters']:,} parameters, "
         f"{summary['train_seconds']:.0f} s of training in all, device {summary['device']})"

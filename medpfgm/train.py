@@ -113,8 +113,14 @@ def _stop_on_sigterm():
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
-def prepare_run(run_dir: str | Path, cfg: RunConfig, resume: bool) -> tuple[RunPaths, RunConfig, dict | None]:
-    """Check the run folder against --resume and return (paths, config, checkpoint state or None)."""
+def prepare_run(
+    run_dir: str | Path, cfg: RunConfig, resume: bool, steps: int | None = None
+) -> tuple[RunPaths, RunConfig, dict | None]:
+    """Check the run folder against --resume and return (paths, config, checkpoint state or None).
+
+    A resumed run keeps the configuration saved in its checkpoint, step target included; ``steps``
+    (when given) moves that target, e.g. to extend a finished run.
+    """
     paths = RunPaths(Path(run_dir))
     if resume:
         if not paths.last_checkpoint.is_file():
@@ -124,7 +130,9 @@ def prepare_run(run_dir: str | Path, cfg: RunConfig, resume: bool) -> tuple[RunP
         if paths.log.is_file():  # drop lines logged after the checkpoint: they will be logged again
             kept = [r for r in read_jsonl(paths.log) if r["step"] <= state["step"]]
             atomic_write(paths.log, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in kept)))
-        return paths, dataclasses.replace(saved, train=dataclasses.replace(saved.train, steps=cfg.train.steps)), state
+        if steps is not None:
+            saved = dataclasses.replace(saved, train=dataclasses.replace(saved.train, steps=steps))
+        return paths, saved, state
     if paths.last_checkpoint.is_file():
         raise MedpfgmError(f"run folder '{paths.root}' already holds a trained run; pass --resume or choose another --run")
     return paths, cfg, None
@@ -138,9 +146,13 @@ def train(
     data_root=None,
     verify: bool = True,
     progress: bool = True,
+    steps: int | None = None,
 ) -> dict:
-    """Train ``cfg`` into ``run_dir`` until cfg.train.steps; returns a summary dict."""
-    paths, cfg, state = prepare_run(run_dir, cfg, resume)
+    """Train ``cfg`` into ``run_dir`` until cfg.train.steps; returns a summary dict.
+
+    With ``resume`` the checkpoint's own configuration is used and ``steps`` (if given) sets its target.
+    """
+    paths, cfg, state = prepare_run(run_dir, cfg, resume, steps)
     split = load_split(cfg.dataset, cfg.size, "train", data_root, verify=verify)
     ensure_dir(paths.checkpoints)
     if state is None:

@@ -40,7 +40,9 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, data_root, method):
     # a run killed after its step-3 checkpoint: copy that state, then resume
     short = train(tmp_path / "cut", dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=3)), torch.device("cpu"), progress=False)
     assert short["step"] == 3
-    resumed = train(tmp_path / "cut", cfg, torch.device("cpu"), resume=True, progress=False)
+    kept = train(tmp_path / "cut", cfg, torch.device("cpu"), resume=True, progress=False)
+    assert kept["step"] == 3  # a resumed run keeps its saved target unless steps moves it
+    resumed = train(tmp_path / "cut", cfg, torch.device("cpu"), resume=True, progress=False, steps=6)
     assert resumed["step"] == 6
     full_log = {r["step"]: r["last_loss"] for r in read_jsonl(tmp_path / "full" / "log.jsonl")}
     cut_log = {r["step"]: r["last_loss"] for r in read_jsonl(tmp_path / "cut" / "log.jsonl")}
