@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medpfgm.data import data_file, md5sum, provenance_path
+from medpfgm.data import Split, data_file, md5sum, provenance_path
 from medpfgm.errors import MedpfgmError
 from medpfgm.io import atomic_write, write_json
+from medpfgm.run import RunPaths
 
 
 def long_tailed_counts(class_counts: np.ndarray, ratio: float) -> np.ndarray:
@@ -129,3 +130,22 @@ def read_training_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.nda
     with np.load(path) as npz:
         synthetic = npz["train_synthetic"].astype(bool) if "train_synthetic" in npz.files else np.zeros(len(labels), bool)
     return images, labels, synthetic
+
+
+def check_trained_on(run_dir: str | Path, split: Split) -> str | None:
+    """Refuse to fill ``split`` with a run trained on other images (e.g. the full set, not its long tail).
+
+    Runs record their training split in ``data.json``; for an older run without it, returns a warning.
+    """
+    record = RunPaths(Path(run_dir)).data
+    if not record.is_file():
+        return f"warning: run '{run_dir}' has no data.json; cannot check which images it was trained on"
+    saved = json.loads(record.read_text())
+    if saved.get("sha256") != split.fingerprint():
+        raise MedpfgmError(
+            f"run '{run_dir}' was trained on {saved.get('images')} {split.dataset} images with class counts "
+            f"{saved.get('class_counts')}, not on this training set ({len(split.labels)} images, "
+            f"{split.class_counts().tolist()}): train the fill model on the set it fills"
+        )
+    return None
+

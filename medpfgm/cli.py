@@ -322,8 +322,8 @@ def longtail(dataset, size, ratio, out, seed, data_root, no_verify):
 @runtime_options
 def augment(run_dir, target, out, solver, steps, batch_size, seed, data_root, no_verify, device, quiet):
     """Fill the rare classes of a run's training set with synthetic images up to a target count."""
-    from medpfgm.augment import fill_counts, write_augmented
-    from medpfgm.data import ensure_file, num_channels, read_npz_split, resolve_root
+    from medpfgm.augment import check_trained_on, fill_counts, write_augmented
+    from medpfgm.data import ensure_file, load_split, num_channels, resolve_root
     from medpfgm.run import load_run, select_device
     from medpfgm.sample import check_solver, generate
 
@@ -333,8 +333,11 @@ def augment(run_dir, target, out, solver, steps, batch_size, seed, data_root, no
     run = load_run(run_dir, dev)
     cfg, sc = run.cfg, run.cfg.sample
     source = ensure_file(cfg.dataset, cfg.size, resolve_root(data_root), verify=not no_verify)
-    _, labels = read_npz_split(source, "train")
-    missing = fill_counts(np.bincount(labels, minlength=len(run.class_names)), target)
+    split = load_split(cfg.dataset, cfg.size, "train", data_root, verify=not no_verify)
+    warning = check_trained_on(run_dir, split)
+    if warning:
+        click.echo(warning, err=True)
+    missing = fill_counts(split.class_counts(), target)
     solver = check_solver(run, solver or sc.solver)
     synth_labels = np.repeat(np.arange(len(missing)), missing)
     images = np.zeros((0, cfg.size, cfg.size, num_channels(cfg.dataset)), np.uint8)

@@ -38,6 +38,11 @@ class RunPaths:
         return self.checkpoints / "last.pt"
 
     @property
+    def data(self) -> Path:
+        """The record of the training split (counts, SHA-256): what the run has seen."""
+        return self.root / "data.json"
+
+    @property
     def log(self) -> Path:
         return self.root / "log.jsonl"
 

@@ -138,6 +138,20 @@ def prepare_run(
     return paths, cfg, None
 
 
+def record_training_data(paths: RunPaths, split, resume: bool) -> None:
+    """Write ``data.json``; a resumed run must see the same images it was trained on."""
+    record = split.record()
+    if resume and paths.data.is_file():
+        saved = json.loads(paths.data.read_text())
+        if saved.get("sha256") != record["sha256"]:
+            raise MedpfgmError(
+                f"run folder '{paths.root}' was trained on other {split.dataset} training data "
+                f"({saved.get('images')} images, SHA-256 {str(saved.get('sha256'))[:12]}) than --data-root gives "
+                f"({record['images']} images, SHA-256 {record['sha256'][:12]})"
+            )
+    write_json(paths.data, record)
+
+
 def train(
     run_dir: str | Path,
     cfg: RunConfig,
@@ -154,6 +168,7 @@ def train(
     """
     paths, cfg, state = prepare_run(run_dir, cfg, resume, steps)
     split = load_split(cfg.dataset, cfg.size, "train", data_root, verify=verify)
+    record_training_data(paths, split, resume)
     ensure_dir(paths.checkpoints)
     if state is None:
         cfg = resolve_config(cfg, split.images)
