@@ -6,12 +6,14 @@
 
 Every step is a medpfgm command and is skipped when its output exists, so a killed benchmark
 resumes. Generative runs must be trained on OUT/data (the long-tailed set): `medpfgm longtail`
-makes it first; train with `--data-root OUT/data`. Variants, each over the seeds:
+makes it first; train with `--data-root OUT/data` (`augment` refuses a run trained on other images).
+Every classifier gets the same number of optimizer steps (--steps), so a variant with more training
+images gains data, not updates. Variants, each over the seeds:
   (a) real        long-tailed real only
   (b) resample    (a) with class-balanced batches      (b') reweight: with inverse-frequency loss weights
   (c) classical   (b) with classical augmentation
   (d..) fill_<m>  real + the synthetic fill of model m, up to the largest class
-  (g) full        the full official training set (upper bound)
+  (g) full        the full official training set (upper bound; skipped without --ratio)
   tstr_<m>        train on the fill's synthetic images only, test on real
 Results: OUT/README.md (mean ± std over seeds), OUT/results.csv, OUT/per_class_recall.png.
 """
@@ -43,7 +45,7 @@ def run(*args: str) -> None:
         sys.exit(f"step failed: medpfgm {' '.join(args)}")
 
 
-def variants(lt_file: Path, fills: dict[str, Path]) -> dict[str, list[str]]:
+def variants(lt_file: Path, fills: dict[str, Path], with_full: bool) -> dict[str, list[str]]:
     """Variant name -> the classify arguments that define its training data and recipe."""
     out = {
         "real": ["--train-file", str(lt_file)],
@@ -54,7 +56,8 @@ def variants(lt_file: Path, fills: dict[str, Path]) -> dict[str, list[str]]:
     for name, path in fills.items():
         out[f"fill_{name}"] = ["--train-file", str(path)]
         out[f"tstr_{name}"] = ["--train-file", str(path), "--synthetic-only"]
-    out["full"] = []
+    if with_full:  # a dataset used as it is (no --ratio) is its own full set
+        out["full"] = []
     return out
 
 
@@ -67,13 +70,13 @@ def collect(out: Path, names: list[str], seeds: list[int]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_counts: list[int]) -> None:
+def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_counts: list[int], steps: int) -> None:
     names = class_names(dataset)
     summary = df.groupby("variant", sort=False)[list(METRICS)].agg(["mean", "std"])
     from medpfgm.evaluate.pipeline import machine
 
     lines = [f"# Class-balanced augmentation: {dataset}, long-tailed training counts {lt_counts}", ""]
-    lines += [f"Measured on {machine()}; mean ± std over seeds {sorted(df.seed.unique().tolist())}, official test split.", "", "```", command, "```", ""]
+    lines += [f"Measured on {machine()}; mean ± std over seeds {sorted(df.seed.unique().tolist())}, official test split; every classifier\n(ResNet-18 layout, width 16) trained for {steps} optimizer steps of 128 images.", "", "```", command, "```", ""]
     lines += ["| variant | train images | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
     for variant, row in summary.iterrows():
         n = int(df[df.variant == variant].train_images.iloc[0])
@@ -101,7 +104,7 @@ def main() -> None:
     p.add_argument("--ratio", type=float, help="imbalance ratio; omit to use the dataset as it is")
     p.add_argument("--fill", action="append", default=[], help="NAME=RUN: a generative run trained on OUT/data")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--steps", type=int, default=300, help="classifier optimizer steps, the same for every variant")
     p.add_argument("--out", required=True)
     p.add_argument("--data-root")
     args = p.parse_args()
@@ -117,14 +120,14 @@ def main() -> None:
         fills[name] = out / f"fill_{name}.npz"
         if not fills[name].is_file():
             run("augment", "--run", run_dir, "--target", "balanced", "--out", str(fills[name]), "--data-root", str(data), "--quiet")
-    plan = variants(lt_file, fills)
+    plan = variants(lt_file, fills, with_full=args.ratio not in (None, 1))
     for name, extra in plan.items():
         for seed in seeds:
             folder = out / "classifiers" / f"{name}_s{seed}"
             if not (folder / "classifier.json").is_file():
-                run("classify", "--dataset", args.dataset, "--size", str(args.size), "--out", str(folder), "--epochs", str(args.epochs), "--seed", str(seed), "--quiet", *extra, *common)
+                run("classify", "--dataset", args.dataset, "--size", str(args.size), "--out", str(folder), "--steps", str(args.steps), "--seed", str(seed), "--quiet", *extra, *common)
     lt_counts = read_provenance(lt_file)["train_counts"]
-    write_report(out, collect(out, list(plan), seeds), args.dataset, "python " + " ".join(sys.argv), lt_counts)
+    write_report(out, collect(out, list(plan), seeds), args.dataset, "python " + " ".join(sys.argv), lt_counts, args.steps)
     print(f"wrote {out / 'README.md'}")
 
 

@@ -31,6 +31,7 @@ from medpfgm.io import atomic_write, sha256_of, write_json
 class ClassifierConfig:
     width: int = 16  # channels of the first stage; stages have width x (1, 2, 4, 8)
     epochs: int = 10
+    steps: int | None = None  # optimizer steps in all; set, it replaces epochs (equal budgets across training sets)
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 5e-4
@@ -100,25 +101,24 @@ def train_classifier(
 ) -> tuple[ResNet, dict]:
     """Train on uint8 (n, H, W, C) images and int (n,) labels; returns (net in eval mode, info).
 
-    AdamW with a one-cycle schedule; cross-entropy. info holds the seconds and the final epoch's loss.
+    AdamW with a one-cycle schedule over ``cfg.steps`` optimizer steps (or ``cfg.epochs`` epochs); cross-entropy. info holds the seconds and the final epoch's loss.
     """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     net = build_classifier(num_classes, images.shape[-1], cfg.width).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = -(-len(labels) // cfg.batch_size)
+    total = cfg.steps or cfg.epochs * -(-len(labels) // cfg.batch_size)
     class_weight = None
     if cfg.reweight:
         counts = np.bincount(labels, minlength=num_classes).astype(float)
         class_weight = torch.tensor(np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0), dtype=torch.float32, device=device)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
-    t0, last_loss = time.perf_counter(), float("nan")
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="classifier", disable=not progress, dynamic_ncols=True)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
+    t0, losses = time.perf_counter(), []
+    bar = tqdm(total=total, desc="classifier", disable=not progress, dynamic_ncols=True)
     net.train()
-    for _ in range(cfg.epochs):
-        losses = []
-        for idx in _batch_indices(labels, cfg.batch_size, cfg.balanced, rng):
+    while len(losses) < total:  # epochs of shuffled (or class-balanced) batches, cut at the step budget
+        for idx in _batch_indices(labels, cfg.batch_size, cfg.balanced, rng)[: total - len(losses)]:
             x = to_unit_range(images[idx])
             if cfg.flip:
                 x = random_flips(x, gen)
@@ -133,10 +133,10 @@ def train_classifier(
             losses.append(loss.item())
             bar.update()
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        last_loss = float(np.mean(losses))
     bar.close()
+    last_loss = float(np.mean(losses[-(-len(labels) // cfg.batch_size) :]))  # about the last epoch
     net.eval()
-    return net, {"train_seconds": time.perf_counter() - t0, "final_epoch_loss": last_loss}
+    return net, {"train_seconds": time.perf_counter() - t0, "final_epoch_loss": last_loss, "train_steps": len(losses)}
 
 
 @torch.no_grad()

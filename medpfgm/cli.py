@@ -165,6 +165,7 @@ def synthesize(run_dir, class_id, n, solver, steps, rtol, atol, batch_size, z_ex
 @click.option("--train-file", type=click.Path(dir_okay=False), help="Train on this MedMNIST-layout file's training split (long-tailed or augmented) instead of the official one.")
 @click.option("--synthetic-only", is_flag=True, help="With --train-file: train on its synthetic images only (train on synthetic, test on real).")
 @click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--steps", type=int, help="Optimizer steps in all (replaces --epochs): the same budget for training sets of different sizes.")
 @click.option("--width", type=int, default=16, show_default=True, help="First-stage channels of the ResNet-18 layout (64 = ResNet-18).")
 @click.option("--balanced", is_flag=True, help="Class-balanced (inverse-frequency) batches.")
 @click.option("--reweight", is_flag=True, help="Inverse-frequency class weights in the loss.")
@@ -172,7 +173,7 @@ def synthesize(run_dir, class_id, n, solver, steps, rtol, atol, batch_size, z_ex
 @click.option("--seed", type=int, default=0, show_default=True)
 @data_options
 @runtime_options
-def classify(dataset, size, out, train_file, synthetic_only, epochs, width, balanced, reweight, classical, seed, data_root, no_verify, device, quiet):
+def classify(dataset, size, out, train_file, synthetic_only, epochs, steps, width, balanced, reweight, classical, seed, data_root, no_verify, device, quiet):
     """Train a ResNet-18-layout classifier and score it on the official test split."""
     from medpfgm.augment import read_training_file
     from medpfgm.classifier import ClassifierConfig, classification_metrics, predict_proba, save_classifier, train_classifier
@@ -180,6 +181,7 @@ def classify(dataset, size, out, train_file, synthetic_only, epochs, width, bala
     from medpfgm.run import select_device
 
     _positive("--epochs", epochs)
+    _positive("--steps", steps)
     _positive("--width", width)
     check_dataset(dataset)
     check_size(size)
@@ -199,7 +201,7 @@ def classify(dataset, size, out, train_file, synthetic_only, epochs, width, bala
     else:
         split = load_split(dataset, size, "train", data_root, verify=not no_verify)
         images, labels, source = split.images, split.labels, f"{dataset} {size}px train split"
-    cfg = ClassifierConfig(width=width, epochs=epochs, balanced=balanced, reweight=reweight, augment=classical, seed=seed)
+    cfg = ClassifierConfig(width=width, epochs=epochs, steps=steps, balanced=balanced, reweight=reweight, augment=classical, seed=seed)
     net, info = train_classifier(images, labels, len(class_names(dataset)), cfg, dev, progress=not quiet)
     metrics = classification_metrics(predict_proba(net, test_split.images), test_split.labels)
     counts = np.bincount(labels, minlength=len(class_names(dataset))).tolist()

@@ -43,6 +43,15 @@ def tiny_classifier(retina, tmp_path_factory):
     return net, folder
 
 
+def test_a_step_budget_replaces_epochs_across_epoch_boundaries(retina):
+    train, _ = retina
+    images, labels = train.images[:50], train.labels[:50]
+    for balanced in (False, True):
+        cfg = ClassifierConfig(width=4, steps=7, batch_size=16, balanced=balanced, epochs=100)
+        assert train_classifier(images, labels, 5, cfg, progress=False)[1]["train_steps"] == 7  # 4 batches an epoch
+    assert train_classifier(images, labels, 5, ClassifierConfig(width=4, epochs=2, batch_size=16), progress=False)[1]["train_steps"] == 8
+
+
 def test_classifier_learns_and_round_trips(tiny_classifier, retina):
     net, folder = tiny_classifier
     _, test = retina
