@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from medpfgm.config import RunConfig
@@ -33,6 +33,23 @@ def resolve_config(cfg: RunConfig, train_images) -> RunConfig:
     return cfg
 
 
+def ema_with_mean_warmup(decay: float):
+    """EMA update for ``AveragedModel``: the plain mean of the weights seen while that weighs new weights
+    more than ``1 - decay`` (the first 1/(1 - decay) updates), then the usual EMA.
+
+    A plain EMA started from a copy of the initial weights keeps decay^n of them: 22 % after 1,500
+    steps at decay 0.999, which leaves visible noise in samples of short runs. After the warm-up the
+    update is the same as torch's ``get_ema_multi_avg_fn``.
+    """
+
+    @torch.no_grad()
+    def update(ema_params: list[torch.Tensor], params: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        weight = max(1.0 - decay, 1.0 / (float(num_averaged) + 1.0))
+        torch._foreach_lerp_(ema_params, params, weight)
+
+    return update
+
+
 class Trainer:
     """Owns the model, EMA, optimizer, schedule and the two generators (data on CPU, noise on device).
 
@@ -43,7 +60,7 @@ class Trainer:
         self.cfg, self.device = cfg, device
         self.method = build_method(cfg, image_shape(cfg))
         self.net = build_net(cfg, self.method).to(device)
-        self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay), use_buffers=True)
+        self.ema = AveragedModel(self.net, multi_avg_fn=ema_with_mean_warmup(cfg.train.ema_decay), use_buffers=True)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         warmup = max(1, cfg.train.warmup_steps)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warmup))

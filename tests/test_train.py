@@ -7,11 +7,12 @@ import shutil
 
 import pytest
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from medpfgm.config import load_recipe
 from medpfgm.io import read_jsonl
 from medpfgm.nets import count_parameters
-from medpfgm.train import Trainer, resolve_config, train
+from medpfgm.train import Trainer, ema_with_mean_warmup, resolve_config, train
 from medpfgm.data import load_split
 from tests.conftest import write_tiny_recipe
 
@@ -54,3 +55,21 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, data_root, method):
         assert torch.equal(a["ema"][key], b["ema"][key])
     assert (tmp_path / "full" / "loss.png").stat().st_size > 1000
     shutil.rmtree(tmp_path / "full")
+
+
+def test_ema_is_the_plain_mean_during_warm_up_then_an_ema():
+    decay, net = 0.75, torch.nn.Linear(3, 2)  # warm-up: the first 1 / (1 - decay) = 4 updates
+    ema = AveragedModel(net, multi_avg_fn=ema_with_mean_warmup(decay), use_buffers=True)
+    seen, expected = [], None
+    for step in range(9):
+        with torch.no_grad():
+            net.weight.copy_(torch.randn(2, 3, dtype=torch.float64).float())
+        ema.update_parameters(net)
+        w = net.weight.detach().double().clone()
+        seen.append(w)
+        if len(seen) <= 4:
+            expected = torch.stack(seen).mean(0)
+        else:
+            expected = decay * expected + (1 - decay) * w
+        torch.testing.assert_close(ema.module.weight.double(), expected, rtol=1e-6, atol=1e-6)
+
