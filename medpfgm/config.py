@@ -30,7 +30,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 200
     grad_clip: float = 1.0
-    ema_decay: float = 0.999
+    ema_decay: float = 0.999  # sets the EMA half-life: ln 0.5 / ln decay steps
+    ema_rampup: float = 0.0  # > 0: half-life at most this fraction of the steps so far (EDM: 0.05); 0: plain EMA
     flip: bool = True
     amp: bool = False  # bfloat16 autocast for the network on CUDA; ignored on CPU
     log_every: int = 10

@@ -33,19 +33,26 @@ def resolve_config(cfg: RunConfig, train_images) -> RunConfig:
     return cfg
 
 
-def ema_with_mean_warmup(decay: float):
-    """EMA update for ``AveragedModel``: the plain mean of the weights seen while that weighs new weights
-    more than ``1 - decay`` (the first 1/(1 - decay) updates), then the usual EMA.
+def ema_decay_at(num_averaged: int, decay: float, rampup: float) -> float:
+    """Decay of the EMA update after ``num_averaged`` updates (EDM's ramp-up).
 
-    A plain EMA started from a copy of the initial weights keeps decay^n of them: 22 % after 1,500
-    steps at decay 0.999, which leaves visible noise in samples of short runs. After the warm-up the
-    update is the same as torch's ``get_ema_multi_avg_fn``.
+    ``decay`` fixes the half-life, ln 0.5 / ln decay steps (693 at 0.999); with ``rampup`` > 0 the
+    half-life is at most ``rampup`` x the steps so far, so a short run averages its recent weights, not
+    its first ones (a plain EMA from the first weights keeps decay^n of them: 22 % after 1,500 steps).
+    ``rampup`` = 0 is the plain EMA (runs made before the option keep it).
     """
+    halflife = math.log(0.5) / math.log(decay)
+    if rampup > 0:
+        halflife = min(halflife, rampup * num_averaged)
+    return 0.5 ** (1.0 / halflife)
+
+
+def ema_update(decay: float, rampup: float):
+    """``multi_avg_fn`` for torch's ``AveragedModel``: p_ema <- lerp(p_ema, p, 1 - ema_decay_at(n))."""
 
     @torch.no_grad()
     def update(ema_params: list[torch.Tensor], params: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        weight = max(1.0 - decay, 1.0 / (float(num_averaged) + 1.0))
-        torch._foreach_lerp_(ema_params, params, weight)
+        torch._foreach_lerp_(ema_params, params, 1.0 - ema_decay_at(int(num_averaged), decay, rampup))
 
     return update
 
@@ -60,7 +67,7 @@ class Trainer:
         self.cfg, self.device = cfg, device
         self.method = build_method(cfg, image_shape(cfg))
         self.net = build_net(cfg, self.method).to(device)
-        self.ema = AveragedModel(self.net, multi_avg_fn=ema_with_mean_warmup(cfg.train.ema_decay), use_buffers=True)
+        self.ema = AveragedModel(self.net, multi_avg_fn=ema_update(cfg.train.ema_decay, cfg.train.ema_rampup), use_buffers=True)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         warmup = max(1, cfg.train.warmup_steps)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warmup))

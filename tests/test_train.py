@@ -12,7 +12,7 @@ from torch.optim.swa_utils import AveragedModel
 from medpfgm.config import load_recipe
 from medpfgm.io import read_jsonl
 from medpfgm.nets import count_parameters
-from medpfgm.train import Trainer, ema_with_mean_warmup, resolve_config, train
+from medpfgm.train import Trainer, ema_decay_at, ema_update, resolve_config, train
 from medpfgm.data import load_split
 from tests.conftest import write_tiny_recipe
 
@@ -57,19 +57,23 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, data_root, method):
     shutil.rmtree(tmp_path / "full")
 
 
-def test_ema_is_the_plain_mean_during_warm_up_then_an_ema():
-    decay, net = 0.75, torch.nn.Linear(3, 2)  # warm-up: the first 1 / (1 - decay) = 4 updates
-    ema = AveragedModel(net, multi_avg_fn=ema_with_mean_warmup(decay), use_buffers=True)
-    seen, expected = [], None
-    for step in range(9):
+@pytest.mark.parametrize("rampup", [0.0, 0.5])
+def test_ema_follows_its_half_life_rule(rampup):
+    decay, net = 0.8, torch.nn.Linear(3, 2)  # half-life ln 0.5 / ln 0.8 = 3.1 steps, reached at n = 6.2 with rampup 0.5
+    ema = AveragedModel(net, multi_avg_fn=ema_update(decay, rampup), use_buffers=True)
+    expected = None
+    for n in range(10):
         with torch.no_grad():
-            net.weight.copy_(torch.randn(2, 3, dtype=torch.float64).float())
+            net.weight.copy_(torch.randn(2, 3))
         ema.update_parameters(net)
         w = net.weight.detach().double().clone()
-        seen.append(w)
-        if len(seen) <= 4:
-            expected = torch.stack(seen).mean(0)
+        if expected is None:
+            expected = w  # the first update copies
         else:
-            expected = decay * expected + (1 - decay) * w
-        torch.testing.assert_close(ema.module.weight.double(), expected, rtol=1e-6, atol=1e-6)
-
+            halflife = 3.1062837195 if rampup == 0 else min(3.1062837195, rampup * n)
+            beta = 0.5 ** (1 / halflife)
+            expected = beta * expected + (1 - beta) * w
+        torch.testing.assert_close(ema.module.weight.double(), expected, rtol=1e-5, atol=1e-6)
+    if rampup == 0:
+        assert ema_decay_at(7, decay, 0.0) == pytest.approx(decay)
+    assert ema_decay_at(1500, 0.999, 0.05) == pytest.approx(0.5 ** (1 / 75))  # a short run: half-life 75 steps
