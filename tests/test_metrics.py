@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy import linalg
+
+from monai.metrics import FIDMetric
 
 from medpfgm.evaluate.metrics import frechet_distance, kernel_inception_distance, prdc
 
@@ -27,16 +28,23 @@ def test_frechet_distance_closed_form_for_diagonal_gaussians():
     assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
 
 
-def test_frechet_distance_matches_an_independent_eigen_implementation():
+def test_frechet_distance_matches_monai_fid_metric():
     rng = np.random.default_rng(2)
     a = torch.from_numpy(rng.standard_normal((400, 6)) @ rng.standard_normal((6, 6)))
     b = torch.from_numpy(rng.standard_normal((300, 6)) @ rng.standard_normal((6, 6)) + 0.3)
-    mu_a, mu_b = a.numpy().mean(0), b.numpy().mean(0)
-    s_a, s_b = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)
-    root_a = linalg.sqrtm(s_a).real  # Tr (S_a S_b)^(1/2) = Tr (S_a^(1/2) S_b S_a^(1/2))^(1/2), symmetric PSD
-    inner = np.linalg.eigvalsh(root_a @ s_b @ root_a).clip(min=0)
-    expected = np.sum((mu_a - mu_b) ** 2) + np.trace(s_a) + np.trace(s_b) - 2 * np.sqrt(inner).sum()
-    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-7)
+    assert frechet_distance(a, b) == pytest.approx(float(FIDMetric()(b, a)), rel=1e-7)
+
+
+def test_frechet_distance_closed_form_with_singular_covariances():
+    # 20 images in 64 dimensions, covariances of rank 10 in a shared random basis (they commute)
+    var_a, var_b = np.linspace(0.5, 3.0, 10), np.linspace(2.0, 0.1, 10)
+    mean_a, mean_b = np.zeros(10), np.full(10, 0.2)
+    q = np.linalg.qr(np.random.default_rng(5).standard_normal((64, 64)))[0]
+    embed = lambda x: torch.from_numpy(np.pad(x.numpy(), ((0, 0), (0, 54))) @ q.T)  # noqa: E731
+    a, b = embed(gaussian_samples(mean_a, np.diag(var_a), 20, 0)), embed(gaussian_samples(mean_b, np.diag(var_b), 20, 1))
+    expected = np.sum((mean_a - mean_b) ** 2) + np.sum((np.sqrt(var_a) - np.sqrt(var_b)) ** 2)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+    assert abs(frechet_distance(a, a)) < 1e-6 * var_a.sum()  # the square roots of round-off eigenvalues
 
 
 def test_identical_sets_give_zero_and_shifts_add_up():
