@@ -1,7 +1,7 @@
 """The class-balanced augmentation benchmark: long-tailed real data, with and without synthetic fill.
 
     python benchmarks/augmentation.py --dataset bloodmnist --ratio 100 \
-        --fill pfgm=RUN_A --fill pfgmpp_d128=RUN_B --fill ddpm=RUN_C --seeds 0,1,2 \
+        --fill pfgm=RUN_A@heun:20 --fill pfgmpp_d128=RUN_B@heun:18 --fill ddpm=RUN_C@ddim:50 --seeds 0,1,2 \
         --out reports/augmentation/bloodmnist_lt100
 
 Every step is a medpfgm command and is skipped when its output exists, so a killed benchmark
@@ -43,6 +43,18 @@ def run(*args: str) -> None:
     print("$ medpfgm " + " ".join(args), flush=True)
     if medpfgm(list(args)) != 0:
         sys.exit(f"step failed: medpfgm {' '.join(args)}")
+
+
+def parse_fill(item: str) -> tuple[str, str, list[str]]:
+    """NAME=RUN[@SOLVER:STEPS] -> (name, run folder, augment's sampler arguments)."""
+    name, _, rest = item.partition("=")
+    run_dir, _, sampler = rest.partition("@")
+    if not name or not run_dir:
+        sys.exit(f"--fill wants NAME=RUN[@SOLVER:STEPS], got '{item}'")
+    if not sampler:
+        return name, run_dir, []
+    solver, _, steps = sampler.partition(":")
+    return name, run_dir, ["--solver", solver] + (["--steps", steps] if steps else [])
 
 
 def variants(lt_file: Path, fills: dict[str, Path], with_full: bool) -> dict[str, list[str]]:
@@ -102,7 +114,7 @@ def main() -> None:
     p.add_argument("--dataset", default="bloodmnist")
     p.add_argument("--size", type=int, default=28)
     p.add_argument("--ratio", type=float, help="imbalance ratio; omit to use the dataset as it is")
-    p.add_argument("--fill", action="append", default=[], help="NAME=RUN: a generative run trained on OUT/data")
+    p.add_argument("--fill", action="append", default=[], help="NAME=RUN[@SOLVER:STEPS]: a generative run trained on OUT/data and its sampler (default: the run's recipe)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=300, help="classifier optimizer steps, the same for every variant")
     p.add_argument("--out", required=True)
@@ -116,10 +128,10 @@ def main() -> None:
         run("longtail", "--dataset", args.dataset, "--size", str(args.size), "--ratio", str(args.ratio or 1), "--out", str(data), *common)
     fills = {}
     for item in args.fill:
-        name, run_dir = item.split("=", 1)
+        name, run_dir, sampler = parse_fill(item)
         fills[name] = out / f"fill_{name}.npz"
         if not fills[name].is_file():
-            run("augment", "--run", run_dir, "--target", "balanced", "--out", str(fills[name]), "--data-root", str(data), "--quiet")
+            run("augment", "--run", run_dir, "--target", "balanced", "--out", str(fills[name]), "--data-root", str(data), "--quiet", *sampler)
     plan = variants(lt_file, fills, with_full=args.ratio not in (None, 1))
     for name, extra in plan.items():
         for seed in seeds:
