@@ -17,7 +17,7 @@ import numpy as np
 from medpfgm.data import Split, data_file, md5sum, provenance_path
 from medpfgm.errors import MedpfgmError
 from medpfgm.io import atomic_write, write_json
-from medpfgm.run import RunPaths
+from medpfgm.run import RunPaths, other_training_data
 
 
 def long_tailed_counts(class_counts: np.ndarray, ratio: float) -> np.ndarray:
@@ -137,15 +137,10 @@ def check_trained_on(run_dir: str | Path, split: Split) -> str | None:
 
     Runs record their training split in ``data.json``; for an older run without it, returns a warning.
     """
-    record = RunPaths(Path(run_dir)).data
-    if not record.is_file():
+    paths = RunPaths(Path(run_dir))
+    if not paths.data.is_file():
         return f"warning: run '{run_dir}' has no data.json; cannot check which images it was trained on"
-    saved = json.loads(record.read_text())
-    if saved.get("sha256") != split.fingerprint():
-        raise MedpfgmError(
-            f"run '{run_dir}' was trained on {saved.get('images')} {split.dataset} images with class counts "
-            f"{saved.get('class_counts')}, not on this training set ({len(split.labels)} images, "
-            f"{split.class_counts().tolist()}): train the fill model on the set it fills"
-        )
+    mismatch = other_training_data(paths, split)
+    if mismatch:
+        raise MedpfgmError(f"{mismatch}: train the fill model on the set it fills")
     return None
-

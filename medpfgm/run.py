@@ -55,6 +55,22 @@ class RunPaths:
         return self.root / "samples"
 
 
+def other_training_data(paths: RunPaths, split) -> str | None:
+    """Why ``split`` is not what the run was trained on (per its ``data.json``), or None if it is.
+
+    The run's images are compared by SHA-256 of images and labels; a run without a record gives None.
+    """
+    if not paths.data.is_file():
+        return None
+    saved = json.loads(paths.data.read_text())
+    if saved.get("sha256") == split.fingerprint():
+        return None
+    return (
+        f"run '{paths.root}' was trained on {saved.get('images')} {split.dataset} images with class counts "
+        f"{saved.get('class_counts')}, not on this training set ({len(split.labels)} images, {split.class_counts().tolist()})"
+    )
+
+
 def image_shape(cfg: RunConfig) -> tuple[int, int, int]:
     return (num_channels(cfg.dataset), cfg.size, cfg.size)
 

@@ -22,7 +22,7 @@ from medpfgm.io import append_jsonl, atomic_write, ensure_dir, load_checkpoint, 
 from medpfgm.methods import build_method
 from medpfgm.methods.pfgm import resolve_scales
 from medpfgm.nets import count_parameters
-from medpfgm.run import RunPaths, build_net, image_shape
+from medpfgm.run import RunPaths, build_net, image_shape, other_training_data
 
 
 def resolve_config(cfg: RunConfig, train_images) -> RunConfig:
@@ -164,16 +164,10 @@ def prepare_run(
 
 def record_training_data(paths: RunPaths, split, resume: bool) -> None:
     """Write ``data.json``; a resumed run must see the same images it was trained on."""
-    record = split.record()
-    if resume and paths.data.is_file():
-        saved = json.loads(paths.data.read_text())
-        if saved.get("sha256") != record["sha256"]:
-            raise MedpfgmError(
-                f"run folder '{paths.root}' was trained on other {split.dataset} training data "
-                f"({saved.get('images')} images, SHA-256 {str(saved.get('sha256'))[:12]}) than --data-root gives "
-                f"({record['images']} images, SHA-256 {record['sha256'][:12]})"
-            )
-    write_json(paths.data, record)
+    mismatch = other_training_data(paths, split) if resume else None
+    if mismatch:
+        raise MedpfgmError(f"--resume: {mismatch}; point --data-root at the data it was trained on")
+    write_json(paths.data, split.record())
 
 
 def train(

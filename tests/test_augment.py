@@ -64,7 +64,7 @@ def test_longtail_then_augment_round_trip_through_the_loaders(capsys, tmp_path, 
         np.testing.assert_array_equal(np.bincount(labels[mask], minlength=5), np.maximum(60 - before, 0))
         np.testing.assert_array_equal(f["train_images"][~mask], split.images)
     code, out, err = run_cli(capsys, "train", "--run", str(run), "--resume", "--steps", "3", "--data-root", str(data_root), "--quiet")
-    assert code == 2 and "trained on other retinamnist training data" in err
+    assert code == 2 and "--resume: run" in err and "was trained on" in err
     code, out, err = run_cli(capsys, "augment", "--run", str(run), "--target", "60", "--out", str(tmp_path / "leak.npz"), "--data-root", str(data_root), "--quiet")
     assert code == 2 and "was trained on" in err and "[" in err and not (tmp_path / "leak.npz").exists()  # the full set is not what it saw
     provenance = json.loads((tmp_path / "aug.npz.provenance.json").read_text())
