@@ -101,7 +101,8 @@ def train_classifier(
 ) -> tuple[ResNet, dict]:
     """Train on uint8 (n, H, W, C) images and int (n,) labels; returns (net in eval mode, info).
 
-    AdamW with a one-cycle schedule over ``cfg.steps`` optimizer steps (or ``cfg.epochs`` epochs); cross-entropy. info holds the seconds and the final epoch's loss.
+    AdamW with a one-cycle schedule over ``cfg.steps`` optimizer steps (or ``cfg.epochs`` epochs);
+    cross-entropy. info holds the seconds, the steps and about the last epoch's mean loss.
     """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)

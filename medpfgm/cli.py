@@ -325,7 +325,7 @@ def longtail(dataset, size, ratio, out, seed, data_root, no_verify):
 def augment(run_dir, target, out, solver, steps, batch_size, seed, data_root, no_verify, device, quiet):
     """Fill the rare classes of a run's training set with synthetic images up to a target count."""
     from medpfgm.augment import check_trained_on, fill_counts, write_augmented
-    from medpfgm.data import ensure_file, load_split, num_channels, resolve_root
+    from medpfgm.data import data_file, load_split, num_channels, resolve_root
     from medpfgm.run import load_run, select_device
     from medpfgm.sample import check_solver, generate
 
@@ -334,8 +334,8 @@ def augment(run_dir, target, out, solver, steps, batch_size, seed, data_root, no
     dev = select_device(device)
     run = load_run(run_dir, dev)
     cfg, sc = run.cfg, run.cfg.sample
-    source = ensure_file(cfg.dataset, cfg.size, resolve_root(data_root), verify=not no_verify)
-    split = load_split(cfg.dataset, cfg.size, "train", data_root, verify=not no_verify)
+    split = load_split(cfg.dataset, cfg.size, "train", data_root, verify=not no_verify)  # finds and verifies the file
+    source = data_file(cfg.dataset, cfg.size, resolve_root(data_root))
     warning = check_trained_on(run_dir, split)
     if warning:
         click.echo(warning, err=True)

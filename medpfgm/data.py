@@ -166,8 +166,9 @@ class Split:
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=self.num_classes)
 
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """SHA-256 of the images and labels (not of the file), so copies of one set match."""
+        """SHA-256 of the images and labels (not of the file), so copies of one set match; computed once."""
         digest = hashlib.sha256(repr((self.images.shape, self.labels.shape)).encode())
         digest.update(np.ascontiguousarray(self.labels).tobytes())
         for start in range(0, len(self.images), 1024):  # chunks: 224-px sets are memory-mapped
@@ -177,7 +178,7 @@ class Split:
     def record(self) -> dict:
         """What a run stores about the split it was trained on (``data.json``)."""
         return {"dataset": self.dataset, "size": self.size, "split": self.name, "images": len(self.labels),
-                "class_counts": self.class_counts().tolist(), "sha256": self.fingerprint()}
+                "class_counts": self.class_counts().tolist(), "sha256": self.fingerprint}
 
 
 def read_npz_split(path: Path, split: str, mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:

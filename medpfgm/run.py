@@ -63,7 +63,7 @@ def other_training_data(paths: RunPaths, split) -> str | None:
     if not paths.data.is_file():
         return None
     saved = json.loads(paths.data.read_text())
-    if saved.get("sha256") == split.fingerprint():
+    if saved.get("sha256") == split.fingerprint:
         return None
     return (
         f"run '{paths.root}' was trained on {saved.get('images')} {split.dataset} images with class counts "

@@ -1,7 +1,8 @@
 """Distances between two sets of feature vectors (n, d): real vs synthetic, or real vs real.
 
 All take float feature matrices and work in float64. The Fréchet distance is FID's formula (tested
-against MONAI's `FIDMetric`, which fails on singular covariances); KID and PRDC follow their papers (Bińkowski et al. 2018; Naeem et al. 2020).
+against MONAI's `FIDMetric`, which fails on singular covariances); KID and PRDC follow their papers
+(Bińkowski et al. 2018; Naeem et al. 2020).
 """
 
 from __future__ import annotations
