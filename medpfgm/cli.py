@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -120,7 +119,7 @@ def synthesize(run_dir, class_id, n, solver, steps, rtol, atol, batch_size, z_ex
     from medpfgm.figures import class_grid
     from medpfgm.io import ensure_dir, save_images_npz
     from medpfgm.run import load_run, read_config, select_device
-    from medpfgm.sample import check_solver, generate
+    from medpfgm.sample import check_solver, generate, partial_path
 
     _positive("-n", n)
     _positive("--steps", steps)
@@ -145,11 +144,10 @@ def synthesize(run_dir, class_id, n, solver, steps, rtol, atol, batch_size, z_ex
     tag = f"class{class_id}" if class_id is not None else "all"
     out = Path(out) if out else run.paths.samples / f"{tag}_{solver}_n{n}_seed{seed}.npz"
     ensure_dir(out.parent)
-    t0 = time.perf_counter()
-    images, nfes = generate(
-        run, labels, solver, steps or sc.steps, rtol or sc.rtol, atol or sc.atol, batch_size or sc.batch_size, seed, dev, progress=not quiet
-    )
-    seconds = time.perf_counter() - t0
+    images, nfes, seconds = generate(
+        run, labels, solver, steps or sc.steps, rtol or sc.rtol, atol or sc.atol, batch_size or sc.batch_size, seed, dev,
+        progress=not quiet, resume=partial_path(out),
+    )  # fmt: skip
     save_images_npz(out, images, labels.astype(np.int64), nfe=np.asarray(nfes))
     grid = class_grid(images, labels, names, out.with_suffix(".png"), title=f"{run.paths.root.name} step {run.step}, {solver}, NFE {np.mean(nfes):.0f}")
     click.echo(
@@ -327,7 +325,7 @@ def augment(run_dir, target, out, solver, steps, batch_size, seed, data_root, no
     from medpfgm.augment import check_trained_on, fill_counts, write_augmented
     from medpfgm.data import data_file, load_split, num_channels, resolve_root
     from medpfgm.run import load_run, select_device
-    from medpfgm.sample import check_solver, generate
+    from medpfgm.sample import check_solver, generate, partial_path
 
     _positive("--steps", steps)
     _positive("--batch-size", batch_size)
@@ -344,7 +342,10 @@ def augment(run_dir, target, out, solver, steps, batch_size, seed, data_root, no
     synth_labels = np.repeat(np.arange(len(missing)), missing)
     images = np.zeros((0, cfg.size, cfg.size, num_channels(cfg.dataset)), np.uint8)
     if len(synth_labels):
-        images, _ = generate(run, synth_labels, solver, steps or sc.steps, sc.rtol, sc.atol, batch_size or sc.batch_size, seed, dev, progress=not quiet)
+        images, _, _ = generate(
+            run, synth_labels, solver, steps or sc.steps, sc.rtol, sc.atol, batch_size or sc.batch_size, seed, dev,
+            progress=not quiet, resume=partial_path(Path(out)),
+        )  # fmt: skip
     provenance = {"made_by": "medpfgm augment", "run": str(run_dir), "run_step": run.step, "solver": solver, "steps": steps or sc.steps, "seed": seed, "target": target, "filled": missing.tolist()}
     path = write_augmented(source, cfg.dataset, cfg.size, images, synth_labels, out, provenance)
     click.echo(f"wrote {path}: {len(synth_labels)} synthetic images, per class {missing.tolist()}")

@@ -7,13 +7,16 @@ a batch, the convention of the papers.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
 from medpfgm.errors import MedpfgmError
+from medpfgm.io import save_images_npz
 
 Drift = Callable[[torch.Tensor, float], torch.Tensor]
 
@@ -109,28 +112,60 @@ def generate(
     seed: int,
     device: torch.device,
     progress: bool = True,
-) -> tuple[np.ndarray, list[int]]:
+    resume: Path | None = None,
+) -> tuple[np.ndarray, list[int], float]:
     """Sample one image per entry of ``labels`` from a loaded run, batch by batch.
 
-    Returns images uint8 (n, H, W, C) and the NFE of each batch. Batch k draws its prior from a
-    generator seeded with (seed, k), so a given seed and batch size give the same images.
+    Returns images uint8 (n, H, W, C), the NFE of each batch and the sampling seconds. Batch k draws
+    its prior from a generator seeded with (seed, k), so a given seed and batch size give the same
+    images. With ``resume``, finished batches are kept in that file (rewritten atomically after each
+    batch) and a killed call with the same arguments goes on from the last finished batch, giving the
+    same images as an unbroken call; the file is removed when all batches are done.
     """
     from tqdm.auto import tqdm
 
     from medpfgm.data import to_uint8
 
-    images, nfes = [], []
+    key = f"{run.paths.root.resolve()}|step{run.step}|{solver}|{steps}|{rtol:g}|{atol:g}|b{batch_size}|seed{seed}"
+    images, nfes, seconds = load_partial(resume, key, labels)
     bar = tqdm(total=len(labels), desc=f"sampling ({solver})", unit="img", disable=not progress, dynamic_ncols=True)
+    bar.update(sum(len(x) for x in images))
     for k, start in enumerate(range(0, len(labels), batch_size)):
+        if k < len(nfes):
+            continue
+        t0 = time.perf_counter()
         generator = torch.Generator().manual_seed(seed * 1_000_003 + k)
         batch = torch.as_tensor(labels[start : start + batch_size], dtype=torch.int64, device=device)
         x, nfe = solve(run.method, run.net, batch, solver, steps, rtol, atol, generator)
         images.append(to_uint8(x))
         nfes.append(nfe)
+        seconds += time.perf_counter() - t0
+        if resume is not None and start + batch_size < len(labels):
+            save_images_npz(resume, np.concatenate(images), labels, nfe=np.asarray(nfes), seconds=np.asarray(seconds), key=np.asarray(key))
         bar.update(len(batch))
         bar.set_postfix(nfe=nfe)
     bar.close()
-    return np.concatenate(images), nfes
+    if resume is not None:
+        Path(resume).unlink(missing_ok=True)
+    return np.concatenate(images), nfes, seconds
+
+
+def partial_path(out: Path) -> Path:
+    """Where ``generate`` keeps the finished batches of the samples bound for ``out``."""
+    return out.with_name(f"{out.stem}.partial.npz")
+
+
+def load_partial(path: Path | None, key: str, labels: np.ndarray) -> tuple[list[np.ndarray], list[int], float]:
+    """The finished batches of an interrupted ``generate`` call with the same key and labels, else nothing."""
+    if path is None or not Path(path).is_file():
+        return [], [], 0.0
+    try:
+        with np.load(path) as f:
+            if str(f["key"]) != key or not np.array_equal(f["labels"], labels):
+                return [], [], 0.0
+            return [f["images"]], [int(n) for n in f["nfe"]], float(f["seconds"])
+    except (KeyError, OSError, ValueError, EOFError):  # a damaged partial file only costs its batches
+        return [], [], 0.0
 
 
 def check_solver(run, solver: str) -> str:

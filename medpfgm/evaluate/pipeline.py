@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +87,7 @@ def build_evaluator(dataset, size, counts, metrics, classifier_dir, fid_weights,
 
 def run_samples(run, counts: np.ndarray, solver: str, steps: int, rtol: float, atol: float, batch_size: int, seed: int, device, progress: bool) -> tuple[ImageSet, dict]:
     """Samples of a loaded run with the given per-class counts, cached in <run>/samples/ with their NFE and time."""
-    from medpfgm.sample import generate
+    from medpfgm.sample import generate, partial_path
 
     setting = f"{solver}{'' if solver == 'rk45' else steps}" + (f"_rtol{rtol:g}" if solver == "rk45" else "")
     path = run.paths.samples / f"eval_step{run.step}_{setting}_n{int(counts.sum())}_seed{seed}.npz"
@@ -97,9 +96,7 @@ def run_samples(run, counts: np.ndarray, solver: str, steps: int, rtol: float, a
         with np.load(path) as f:
             if np.array_equal(f["labels"], labels):
                 return ImageSet(f["images"], f["labels"], path.stem), {"nfe": float(f["nfe"].mean()), "seconds": float(f["seconds"]), "samples": str(path)}
-    t0 = time.perf_counter()
-    images, nfes = generate(run, labels, solver, steps, rtol, atol, batch_size, seed, device, progress)
-    seconds = time.perf_counter() - t0
+    images, nfes, seconds = generate(run, labels, solver, steps, rtol, atol, batch_size, seed, device, progress, resume=partial_path(path))
     save_images_npz(path, images, labels, nfe=np.asarray(nfes), seconds=np.asarray(seconds))
     return ImageSet(images, labels, path.stem), {"nfe": float(np.mean(nfes)), "seconds": seconds, "samples": str(path)}
 

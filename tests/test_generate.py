@@ -1,0 +1,77 @@
+"""Batched sampling: a killed ``generate`` resumes from its finished batches and gives the same images."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from medpfgm.config import DDPMConfig
+from medpfgm.methods.ddpm import DDPM
+from medpfgm.sample import generate, partial_path
+from tests.conftest import OracleEpsilon
+
+DATA = torch.tensor([[0.5, -0.5], [-0.6, 0.4]])
+
+
+class Killed(Exception):
+    pass
+
+
+class DiesAfter(torch.nn.Module):
+    """The oracle network, raising on its ``n``-th call: a job killed part-way through sampling."""
+
+    def __init__(self, net, n: int):
+        super().__init__()
+        self.net, self.n, self.calls = net, n, 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.n:
+            raise Killed
+        return self.net(*args, **kwargs)
+
+
+def toy_run(tmp_path, net=None):
+    method = DDPM(DDPMConfig(), (2, 1, 1))
+    return SimpleNamespace(method=method, net=net or OracleEpsilon(method, DATA), paths=SimpleNamespace(root=tmp_path), step=7)
+
+
+def sample(run, labels, resume=None, seed=3):
+    # ancestral DDPM: every step draws noise, so a resume that reseeded wrongly would show
+    return generate(run, labels, "ddpm", 10, 1e-3, 1e-3, batch_size=3, seed=seed, device=torch.device("cpu"), progress=False, resume=resume)
+
+
+def test_killed_sampling_resumes_to_the_same_images(tmp_path):
+    labels = np.zeros(10, dtype=np.int64)  # 4 batches of 3, 3, 3, 1
+    whole, whole_nfes, _ = sample(toy_run(tmp_path), labels)
+    resume = partial_path(tmp_path / "samples.npz")
+    dying = toy_run(tmp_path)
+    dying.net = DiesAfter(dying.net, n=25)  # inside the third batch (10 calls per batch)
+    with pytest.raises(Killed):
+        sample(dying, labels, resume)
+    with np.load(resume) as f:
+        assert f["images"].shape == (6, 1, 1, 2) and list(f["nfe"]) == [10, 10]
+    resumed_run = toy_run(tmp_path)
+    resumed_run.net = DiesAfter(resumed_run.net, n=10**9)
+    images, nfes, seconds = sample(resumed_run, labels, resume)
+    assert resumed_run.net.calls == 20  # only the last two batches were sampled again
+    np.testing.assert_array_equal(images, whole)
+    assert nfes == whole_nfes == [10, 10, 10, 10] and seconds > 0
+    assert not resume.exists()
+
+
+def test_partial_file_of_other_settings_is_not_used(tmp_path):
+    labels = np.zeros(7, dtype=np.int64)
+    resume = partial_path(tmp_path / "samples.npz")
+    dying = toy_run(tmp_path)
+    dying.net = DiesAfter(dying.net, n=15)
+    with pytest.raises(Killed):
+        sample(dying, labels, resume, seed=3)
+    assert resume.exists()
+    fresh, _, _ = sample(toy_run(tmp_path), labels, seed=4)
+    resumed, _, _ = sample(toy_run(tmp_path), labels, resume, seed=4)
+    np.testing.assert_array_equal(resumed, fresh)
+    assert not np.array_equal(resumed[:3], sample(toy_run(tmp_path), labels, seed=3)[0][:3])
