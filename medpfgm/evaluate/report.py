@@ -113,6 +113,12 @@ def plot_per_class(best: dict[str, dict], floor: dict, names: list[str], path: P
     return _save(fig, path)
 
 
+def machine_letters(records: list[dict]) -> dict[str, str]:
+    """Each machine the evaluations ran on, in order of first appearance, with a letter for the tables."""
+    machines = dict.fromkeys(r["setup"]["machine"] for r in records)
+    return {m: chr(ord("a") + i) for i, m in enumerate(machines)}
+
+
 def build_report(folder: str | Path) -> Path:
     """Write README.md and figures into ``folder`` (reports/<dataset>_<size>)."""
     folder = Path(folder)
@@ -125,7 +131,9 @@ def build_report(folder: str | Path) -> Path:
     names = class_names(dataset)
     flagged = {m for m, ok in (ladder or {}).get("ranks", {}).items() if not ok}
     lines = [f"# {dataset} {size} px: synthetic image quality", ""]
-    lines += [f"Measured on: {setup['machine']}. Every number is the mean ± std over {setup['repeats']} draws of the real reference "
+    machines = machine_letters(records)
+    measured_on = setup["machine"] if len(machines) < 2 else "; ".join(f"({k}) {m}" for m, k in machines.items())
+    lines += [f"Measured on: {measured_on}. Every number is the mean ± std over {setup['repeats']} draws of the real reference "
               f"({sum(setup['counts'])} images in the training split's class proportions: {setup['counts']}). Lower is better except "
               f"precision, recall, density, coverage and class fidelity. ⚠ marks a metric that fails the validity ladder below.", ""]
     if records:
@@ -137,15 +145,18 @@ def build_report(folder: str | Path) -> Path:
             s = r["subject"]
             nfe = f"{s['nfe']:.0f}" if s.get("nfe") else "–"
             spi = f"{s['seconds_per_image']:.2f}" if s.get("seconds_per_image") else "–"
+            spi += f" ({machines[r['setup']['machine']]})" if len(machines) > 1 and s.get("seconds_per_image") else ""
             rows.append([s["label"], s.get("setting", ""), nfe, spi] + [_fmt(summarize(r["score"]).get(m), m in flagged) for m in metrics])
         lines += ["## Overall", ""] + _table(["model", "sampler", "NFE", "s / image", *[COLUMNS[m] for m in metrics]], rows) + [""]
         busy = [r["subject"] for r in records if r["subject"].get("cpu_load_per_core", 0) > 1.2]
+        if len(machines) > 1:
+            lines += [f"- The settings were sampled on {len(machines)} machines, marked (a), (b), … beside their seconds per image: compare times within one machine."]
         if busy:
             lines += [f"- Seconds per image of {len(busy)} of {len(records)} settings were measured while other jobs shared the cores "
                       f"(load per core up to {max(s['cpu_load_per_core'] for s in busy):.1f}): compare them as rough costs; NFE is exact."]
         for name, reason in sorted(unavailable.items()):
             lines += [f"- **{name.upper()} unavailable**: {reason}"]
-        if unavailable or busy:
+        if unavailable or busy or len(machines) > 1:
             lines += [""]
         curve = plot_quality_vs_nfe(records, folder / "quality_vs_nfe.png", summarize(floor))
         if curve:
