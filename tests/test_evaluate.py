@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,6 +161,12 @@ def test_evaluate_and_report_end_to_end(capsys, tmp_path, data_root):
     text = page.read_text()
     assert "(b) Other CPU, 8 cores" in text and "sampled on 2 machines" in text
     assert f"| pfgm | euler 4 | 4 | {record['subject']['seconds_per_image']:.2f} (b) |" in text
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "sampling_cost.py"
+    done = subprocess.run([sys.executable, str(bench), str(run), "--reports", str(reports), "--batch", "8", "--nfe", "2"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    cost = json.loads((reports / "bloodmnist_28" / "sampling_cost.json").read_text())["ms_per_image_nfe"]["pfgm"]
+    assert cost > 0 and run_cli(capsys, "report", "--dataset", "bloodmnist", "--reports", str(reports))[0] == 0
+    assert f"| 4 | {record['subject']['seconds_per_image']:.2f} (b) | {4 * cost / 1e3:.2f} |" in page.read_text()
 
 
 @pytest.mark.parametrize(

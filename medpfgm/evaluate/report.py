@@ -140,14 +140,22 @@ def build_report(folder: str | Path) -> Path:
         floor = records[0]["floor"]
         metrics = [m for m in COLUMNS if m in summarize(floor)]
         unavailable = {k: v for r in records for k, v in r.get("unavailable", {}).items()}
-        rows = [["**real test vs train (floor)**", "–", "–", "–"] + [_fmt(summarize(floor).get(m), m in flagged) for m in metrics]]
+        cost = json.loads((folder / "sampling_cost.json").read_text()) if (folder / "sampling_cost.json").is_file() else None
+        rows = [["**real test vs train (floor)**", "–", "–", "–"] + (["–"] if cost else []) + [_fmt(summarize(floor).get(m), m in flagged) for m in metrics]]
         for r in records:
             s = r["subject"]
             nfe = f"{s['nfe']:.0f}" if s.get("nfe") else "–"
             spi = f"{s['seconds_per_image']:.2f}" if s.get("seconds_per_image") else "–"
             spi += f" ({machines[r['setup']['machine']]})" if len(machines) > 1 and s.get("seconds_per_image") else ""
-            rows.append([s["label"], s.get("setting", ""), nfe, spi] + [_fmt(summarize(r["score"]).get(m), m in flagged) for m in metrics])
-        lines += ["## Overall", ""] + _table(["model", "sampler", "NFE", "s / image", *[COLUMNS[m] for m in metrics]], rows) + [""]
+            est = [f"{s['nfe'] * cost['ms_per_image_nfe'][s['label']] / 1e3:.2f}" if s.get("nfe") and s["label"] in cost["ms_per_image_nfe"] else "–"] if cost else []
+            rows.append([s["label"], s.get("setting", ""), nfe, spi, *est] + [_fmt(summarize(r["score"]).get(m), m in flagged) for m in metrics])
+        time_columns = ["s / image", *(["s / image, one sitting"] if cost else [])]
+        lines += ["## Overall", ""] + _table(["model", "sampler", "NFE", *time_columns, *[COLUMNS[m] for m in metrics]], rows) + [""]
+        if cost:
+            per_model = ", ".join(f"{label} {ms:.2f} ms" for label, ms in sorted(cost["ms_per_image_nfe"].items()))
+            lines += [f"- *s / image, one sitting*: NFE × the cost of one network evaluation per image, timed for every model back to back "
+                      f"(`benchmarks/sampling_cost.py`, batch {cost['batch']}) on {cost['machine']}, {cost['threads']} threads, load per core "
+                      f"{cost['load_per_core_before']} before and {cost['load_per_core_after']} after: {per_model}. Use this column to compare times."]
         busy = [r["subject"] for r in records if r["subject"].get("cpu_load_per_core", 0) > 1.2]
         if len(machines) > 1:
             lines += [f"- The settings were sampled on {len(machines)} machines, marked (a), (b), … beside their seconds per image: compare times within one machine."]
@@ -156,7 +164,7 @@ def build_report(folder: str | Path) -> Path:
                       f"(load per core up to {max(s['cpu_load_per_core'] for s in busy):.1f}): compare them as rough costs; NFE is exact."]
         for name, reason in sorted(unavailable.items()):
             lines += [f"- **{name.upper()} unavailable**: {reason}"]
-        if unavailable or busy or len(machines) > 1:
+        if unavailable or busy or len(machines) > 1 or cost:
             lines += [""]
         curve = plot_quality_vs_nfe(records, folder / "quality_vs_nfe.png", summarize(floor))
         if curve:
