@@ -156,10 +156,12 @@ def test_evaluate_and_report_end_to_end(capsys, tmp_path, data_root):
     assert run_cli(capsys, "report", "--dataset", "bloodmnist", "--reports", str(reports))[0] == 0
     assert before == {p.name: p.read_bytes() for p in (reports / "bloodmnist_28").glob("*.*")}  # same inputs, same files
     moved = reports / "bloodmnist_28" / "evaluations" / "pfgm_euler4.json"
-    moved.write_text(json.dumps({**record, "setup": {**record["setup"], "machine": "Other CPU, 8 cores"}}))
+    score = {**record["score"], "domain": {**record["score"]["domain"], "featureless": 3}}
+    moved.write_text(json.dumps({**record, "score": score, "setup": {**record["setup"], "machine": "Other CPU, 8 cores"}}))
     assert run_cli(capsys, "report", "--dataset", "bloodmnist", "--reports", str(reports))[0] == 0
     text = page.read_text()
     assert "(b) Other CPU, 8 cores" in text and "sampled on 2 machines" in text
+    assert "flatter the model: pfgm euler 4: DOMAIN 3 of 40." in text
     assert f"| pfgm | euler 4 | 4 | {record['subject']['seconds_per_image']:.2f} (b) |" in text
     bench = Path(__file__).resolve().parents[1] / "benchmarks" / "sampling_cost.py"
     done = subprocess.run([sys.executable, str(bench), str(run), "--reports", str(reports), "--batch", "8", "--nfe", "2"], capture_output=True, text=True)

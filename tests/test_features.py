@@ -78,3 +78,17 @@ def test_frd_is_smaller_for_real_halves_than_for_a_blurred_set(real_sets):
     halves = space.distance(fa, space.extract(b))
     blurred = space.distance(fa, space.extract(blur(b, 1.5)))
     assert halves < blurred
+
+
+def test_frd_leaves_out_constant_images_and_counts_them(real_sets):
+    """A black sample (seen from an early PFGM sampler) cannot be binned by radiomics: it must not
+    stop the evaluation, it gets a NaN row, and the distance equals that of the set without it."""
+    space = feat.RadiomicsSpace()
+    a, b = (s[:20] for s in real_sets)
+    with_black = b.copy()
+    with_black[3] = 0
+    fa, fb = space.extract(a), space.extract(np.delete(b, 3, axis=0))
+    f_black = space.extract(with_black)
+    assert torch.isnan(f_black[3]).all() and np.isfinite(np.delete(f_black.numpy(), 3, axis=0)).all()
+    torch.testing.assert_close(torch.from_numpy(np.delete(f_black.numpy(), 3, axis=0)), fb)
+    assert space.distance(fa, f_black) == pytest.approx(space.distance(fa, fb))

@@ -106,6 +106,9 @@ class Evaluator:
                 kid, _ = kernel_inception_distance(ref_f, fake_f, subsets=10, subset_size=min(100, len(fake_f)), seed=int(rng.integers(1 << 31)))
                 extra.append({"kid": kid, **prdc(ref_f, fake_f)})
         scores = {"fd": mean_std(overall), "fd_per_class": {str(c): mean_std(v) for c, v in per_class.items()}}
+        featureless = int((~torch.isfinite(fake_f).all(1)).sum())
+        if featureless:  # images the space could not describe, left out of its distances
+            scores["featureless"] = featureless
         scores["fd_class_mean"] = mean_std([float(np.mean([per_class[c][r] for c in classes])) for r in range(self.repeats)])
         for key in extra[0] if extra else []:
             scores[key] = mean_std([e[key] for e in extra])

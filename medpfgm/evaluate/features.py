@@ -179,6 +179,8 @@ class RadiomicsSpace(FeatureSpace):
         logging.getLogger("radiomics").setLevel(logging.ERROR)  # PyRadiomics logs every feature class at INFO
 
     def extract(self, images: np.ndarray) -> torch.Tensor:
+        """(n, F) float64 features; a row of NaN for an image radiomics cannot describe (a constant image:
+        its grey levels cannot be binned), which ``distance`` leaves out and the scores count."""
         from PIL import Image
 
         with tempfile.TemporaryDirectory(prefix="medpfgm-frd-") as tmp:
@@ -186,8 +188,22 @@ class RadiomicsSpace(FeatureSpace):
             for i, image in enumerate(images):
                 files.append(Path(tmp) / f"{i:06d}.png")
                 Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(files[-1])
-            features, _, _ = self.frd.compute_features(files, self.extractor, num_workers=self.workers, frd_version="v1")
+            try:
+                return self._features(files)
+            except ValueError:  # one bad image fails frd-score's whole batch: go image by image
+                rows = [self._features_or_none(f) for f in files]
+        width = next((len(r[0]) for r in rows if r is not None), 0)
+        return torch.from_numpy(np.stack([r[0] if r is not None else np.full(width, np.nan) for r in rows]))
+
+    def _features(self, files: list[Path]) -> torch.Tensor:
+        features, _, _ = self.frd.compute_features(files, self.extractor, num_workers=self.workers, frd_version="v1")
         return torch.from_numpy(np.asarray(features, dtype=np.float64))
+
+    def _features_or_none(self, file: Path) -> np.ndarray | None:
+        try:
+            return self._features([file]).numpy()
+        except ValueError:
+            return None
 
     def distance(self, real: torch.Tensor, fake: torch.Tensor) -> float:
         """frd-score's v1 FRD: drop NaN rows, z-score both sets by the real one, drop non-finite columns, ln FD."""

@@ -162,9 +162,14 @@ def build_report(folder: str | Path) -> Path:
         if busy:
             lines += [f"- Seconds per image of {len(busy)} of {len(records)} settings were measured while other jobs shared the cores "
                       f"(load per core up to {max(s['cpu_load_per_core'] for s in busy):.1f}): compare them as rough costs; NFE is exact."]
+        featureless = [f"{r['subject']['label']} {r['subject'].get('setting', '')}: {space.upper()} {v['featureless']} of {r['score']['n']}"
+                       for r in records for space, v in r["score"].items() if isinstance(v, dict) and v.get("featureless")]
+        if featureless:
+            lines += [f"- Images a feature space cannot describe (radiomics on a constant image) are left out of its distances, so "
+                      f"those distances flatter the model: {'; '.join(featureless)}."]
         for name, reason in sorted(unavailable.items()):
             lines += [f"- **{name.upper()} unavailable**: {reason}"]
-        if unavailable or busy or len(machines) > 1 or cost:
+        if unavailable or busy or len(machines) > 1 or cost or featureless:
             lines += [""]
         curve = plot_quality_vs_nfe(records, folder / "quality_vs_nfe.png", summarize(floor))
         if curve:
