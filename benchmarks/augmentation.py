@@ -57,6 +57,19 @@ def parse_fill(item: str) -> tuple[str, str, list[str]]:
     return name, run_dir, ["--solver", solver] + (["--steps", steps] if steps else [])
 
 
+def check_fill(path: Path, run_dir: str, target: str, sampler: list[str]) -> None:
+    """Exit if an existing fill file was made by another run, target or sampler than asked for now."""
+    made = read_provenance(path) or {}
+    asked = {"run": str(run_dir), "target": target}
+    if sampler:
+        asked["solver"] = sampler[1]
+        if len(sampler) > 2:
+            asked["steps"] = int(sampler[3])
+    differ = [f"{k} {made.get(k)!r} (asked {v!r})" for k, v in asked.items() if str(made.get(k)) != str(v)]
+    if differ:
+        sys.exit(f"{path} was made with {', '.join(differ)}; delete it to make it again")
+
+
 def variants(lt_file: Path, fills: dict[str, Path], with_full: bool) -> dict[str, list[str]]:
     """Variant name -> the classify arguments that define its training data and recipe."""
     out = {
@@ -78,21 +91,51 @@ def collect(out: Path, names: list[str], seeds: list[int]) -> pd.DataFrame:
     for name in names:
         for seed in seeds:
             meta = json.loads((out / "classifiers" / f"{name}_s{seed}" / "classifier.json").read_text())
-            rows.append({"variant": name, "seed": seed, **{m: meta["test"][m] for m in METRICS}, "recall": meta["test"]["per_class_recall"], "train_images": sum(meta["train_counts"])})
+            rows.append({"variant": name, "seed": seed, **{m: meta["test"][m] for m in METRICS}, "recall": meta["test"]["per_class_recall"],
+                         "train_images": sum(meta["train_counts"]), "width": meta["config"]["width"], "batch_size": meta["config"]["batch_size"]})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def tail_classes(lt_counts: list[int]) -> list[int]:
+    """The rare classes: those with fewer long-tailed training images than the median class."""
+    return [c for c, n in enumerate(lt_counts) if n < np.median(lt_counts)]
+
+
+def verdicts(summary: pd.DataFrame, baselines: tuple[str, ...] = ("resample", "classical")) -> list[str]:
+    """One plain sentence per filled variant: its balanced accuracy, macro-F1 and tail recall against
+    each baseline, called a gain or a loss only when the difference exceeds both seed spreads."""
+    lines = []
+    for variant in [v for v in summary.index if v.startswith(("fill_", "tstr_"))]:
+        parts = []
+        for base in [b for b in baselines if b in summary.index]:
+            for metric in ("balanced_accuracy", "macro_f1", "tail_recall"):
+                delta = summary.loc[variant, (metric, "mean")] - summary.loc[base, (metric, "mean")]
+                spread = max(summary.loc[variant, (metric, "std")], summary.loc[base, (metric, "std")])
+                word = "within the seed spread" if abs(delta) <= spread else ("gain" if delta > 0 else "loss")
+                parts.append(f"{metric.replace('_', ' ')} {delta:+.3f} vs {base} ({word})")
+        lines.append(f"- **{variant}**: " + "; ".join(parts) + ".")
+    return lines
 
 
 def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_counts: list[int], steps: int) -> None:
     names = class_names(dataset)
-    summary = df.groupby("variant", sort=False)[list(METRICS)].agg(["mean", "std"])
+    tail = tail_classes(lt_counts)
+    df = df.assign(tail_recall=[float(np.mean([r[c] for c in tail])) for r in df.recall])
+    columns = [*METRICS, "tail_recall"]
+    summary = df.groupby("variant", sort=False)[columns].agg(["mean", "std"])
     from medpfgm.evaluate.pipeline import machine
 
+    widths, batches = sorted(df.width.unique()), sorted(df.batch_size.unique())
     lines = [f"# Class-balanced augmentation: {dataset}, long-tailed training counts {lt_counts}", ""]
-    lines += [f"Measured on {machine()}; mean ± std over seeds {sorted(df.seed.unique().tolist())}, official test split; every classifier\n(ResNet-18 layout, width 16) trained for {steps} optimizer steps of 128 images.", "", "```", command, "```", ""]
-    lines += ["| variant | train images | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
+    lines += [f"Page written on {machine()}; mean ± std over seeds {sorted(df.seed.unique().tolist())}, official test split; every classifier\n"
+              f"(ResNet-18 layout, width {', '.join(map(str, widths))}) trained for {steps} optimizer steps of {', '.join(map(str, batches))} images. "
+              f"Tail recall: mean test recall of the classes with fewer training images than the median class ({', '.join(names[c] for c in tail)}).",
+              "", "```", command, "```", ""]  # fmt: skip
+    lines += ["| variant | train images | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     for variant, row in summary.iterrows():
         n = int(df[df.variant == variant].train_images.iloc[0])
-        lines.append(f"| {variant} | {n} | " + " | ".join(f"{row[(m, 'mean')]:.3f} ± {row[(m, 'std')]:.3f}" for m in METRICS) + " |")
+        lines.append(f"| {variant} | {n} | " + " | ".join(f"{row[(m, 'mean')]:.3f} ± {row[(m, 'std')]:.3f}" for m in columns) + " |")
+    lines += ["", "## Synthetic fill against the real-data baselines", "", *verdicts(summary)]
     recall = df.groupby("variant", sort=False)["recall"].apply(lambda r: np.mean(np.stack(r.to_list()), axis=0))
     import matplotlib.pyplot as plt
 
@@ -117,6 +160,7 @@ def main() -> None:
     p.add_argument("--fill", action="append", default=[], help="NAME=RUN[@SOLVER:STEPS]: a generative run trained on OUT/data and its sampler (default: the run's recipe)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=300, help="classifier optimizer steps, the same for every variant")
+    p.add_argument("--target", default="balanced", help="augment's fill target: balanced (up to the largest class) or N images per class")
     p.add_argument("--out", required=True)
     p.add_argument("--data-root")
     args = p.parse_args()
@@ -130,8 +174,10 @@ def main() -> None:
     for item in args.fill:
         name, run_dir, sampler = parse_fill(item)
         fills[name] = out / f"fill_{name}.npz"
-        if not fills[name].is_file():
-            run("augment", "--run", run_dir, "--target", "balanced", "--out", str(fills[name]), "--data-root", str(data), "--quiet", *sampler)
+        if fills[name].is_file():
+            check_fill(fills[name], run_dir, args.target, sampler)
+        else:
+            run("augment", "--run", run_dir, "--target", args.target, "--out", str(fills[name]), "--data-root", str(data), "--quiet", *sampler)
     plan = variants(lt_file, fills, with_full=args.ratio not in (None, 1))
     for name, extra in plan.items():
         for seed in seeds:

@@ -1,0 +1,48 @@
+"""The augmentation benchmark's own logic: its rare classes, its verdicts, its guard on stale fills."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("augmentation_benchmark", ROOT / "benchmarks" / "augmentation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tail_classes_are_those_below_the_median(bench):
+    assert bench.tail_classes([486, 128, 206, 194, 66]) == [1, 4]
+    assert bench.tail_classes([100, 100, 100]) == []
+
+
+def test_verdicts_call_gains_only_beyond_the_seed_spread(bench):
+    rows = []
+    for variant, (mean, wiggle) in {"resample": (0.30, 0.01), "fill_big": (0.40, 0.01), "fill_noise": (0.31, 0.02)}.items():
+        for seed, sign in enumerate((-1, 0, 1)):
+            value = mean + sign * wiggle
+            rows.append({"variant": variant, "seed": seed, "balanced_accuracy": value, "macro_f1": value, "tail_recall": 0.5 - (value - 0.3)})
+    summary = pd.DataFrame(rows).groupby("variant", sort=False)[["balanced_accuracy", "macro_f1", "tail_recall"]].agg(["mean", "std"])
+    big, noise = bench.verdicts(summary)
+    assert big.startswith("- **fill_big**") and "balanced accuracy +0.100 vs resample (gain)" in big and "tail recall -0.100 vs resample (loss)" in big
+    assert "balanced accuracy +0.010 vs resample (within the seed spread)" in noise
+    assert "classical" not in big  # a baseline that was not run is not compared
+
+
+def test_a_fill_made_otherwise_is_refused(bench, tmp_path):
+    fill = tmp_path / "fill_x.npz"
+    fill.with_name(fill.name + ".provenance.json").write_text(json.dumps({"run": "runs/a", "target": "balanced", "solver": "heun", "steps": 18}))
+    bench.check_fill(fill, "runs/a", "balanced", ["--solver", "heun", "--steps", "18"])  # the same: accepted
+    with pytest.raises(SystemExit, match="target 'balanced' \\(asked '500'\\)"):
+        bench.check_fill(fill, "runs/a", "500", ["--solver", "heun", "--steps", "18"])
+    with pytest.raises(SystemExit, match="steps 18 \\(asked 35\\)"):
+        bench.check_fill(fill, "runs/a", "balanced", ["--solver", "heun", "--steps", "35"])
