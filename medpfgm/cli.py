@@ -257,10 +257,10 @@ def evaluate(run_dir, samples, dataset, size, solver, steps, rtol, n, metrics, c
     rdir = P.report_dir(dataset, size, reports_root)
     classifier_dir = classifier_dir or rdir / "classifier"
     verify = not no_verify
-    counts = fake.counts(len(class_names(dataset))) if fake is not None else P.eval_counts(dataset, size, n, data_root, verify)
-    evaluator, unavailable, meta = P.build_evaluator(dataset, size, counts, names, classifier_dir, fid_weights, repeats, seed, data_root, verify, dev, note)
+    train, test = (load_split(dataset, size, split, data_root, verify=verify) for split in ("train", "test"))
+    counts = fake.counts(len(class_names(dataset))) if fake is not None else P.eval_counts(train, test, n)
+    evaluator, unavailable, meta = P.build_evaluator(train, test, counts, names, classifier_dir, fid_weights, repeats, seed, dev, note)
     if ladder:
-        test = load_split(dataset, size, "test", data_root, verify=verify)
         path, lines = P.write_ladder(evaluator, ImageSet(test.images, test.labels, "test"), Path(out) if out else rdir / "ladder.json", unavailable)
         click.echo("\n".join(lines + [f"wrote {path}"]))
         return

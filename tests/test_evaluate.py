@@ -83,7 +83,8 @@ def test_classification_metrics_on_a_known_case():
 def evaluator(tiny_classifier, data_root):
     net, _ = tiny_classifier
     counts = stratified_counts([486, 128, 206, 194, 66], 100)
-    return Evaluator("retinamnist", 28, [domain_space(net)], counts, net, repeats=3, seed=0, data_root=data_root, use_cache=False)
+    train, test = (load_split("retinamnist", 28, split, data_root) for split in ("train", "test"))
+    return Evaluator(train, test, [domain_space(net)], counts, net, repeats=3, seed=0, use_cache=False)
 
 
 def test_floor_is_the_score_of_the_real_test_subset_and_noise_scores_worse(evaluator):

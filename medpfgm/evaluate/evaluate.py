@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from medpfgm.classifier import predict_proba
-from medpfgm.data import load_split
+from medpfgm.data import Split
 from medpfgm.evaluate.features import FeatureSpace
 from medpfgm.evaluate.metrics import kernel_inception_distance, prdc
 from medpfgm.evaluate.protocol import ImageSet, draw, mean_std, subsample_features
@@ -29,27 +29,24 @@ def cache_dir() -> Path:
 
 
 class Evaluator:
-    """Real pools of one dataset/size: ``counts`` per class for the test floor, twice that from train."""
+    """Real pools of one dataset/size drawn from its train and test splits: ``counts`` per class from test
+    for the floor, twice that from train for the reference."""
 
     def __init__(
         self,
-        dataset: str,
-        size: int,
+        train: Split,
+        test: Split,
         spaces: list[FeatureSpace],
         counts: np.ndarray,
         classifier: torch.nn.Module | None = None,
         repeats: int = 5,
         seed: int = 0,
-        data_root=None,
-        verify: bool = True,
         use_cache: bool = True,
     ):
         self.spaces, self.counts, self.classifier = spaces, np.asarray(counts), classifier
-        self.identity = {"dataset": dataset, "size": size}
+        self.identity = {"dataset": train.dataset, "size": train.size}
         self.repeats, self.seed, self.use_cache = repeats, seed, use_cache
-        self.key = f"{dataset}_{size}_{seed}_{'-'.join(map(str, self.counts))}"
-        train = load_split(dataset, size, "train", data_root, verify=verify)
-        test = load_split(dataset, size, "test", data_root, verify=verify)
+        self.key = f"{train.dataset}_{train.size}_{seed}_{'-'.join(map(str, self.counts))}"
         rng = np.random.default_rng(seed)
         self.train_pool = draw(train, np.minimum(2 * self.counts, train.class_counts()), rng, "train")
         self.test_pool = draw(test, self.counts, rng, "test")

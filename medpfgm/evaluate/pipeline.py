@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from medpfgm.classifier import load_classifier
-from medpfgm.data import class_names, load_split
+from medpfgm.data import Split, class_names
 from medpfgm.errors import MedpfgmError
 from medpfgm.evaluate.evaluate import Evaluator
 from medpfgm.evaluate.features import FeatureUnavailable, RadiomicsSpace, domain_space, inception_space
@@ -53,21 +53,20 @@ def parse_metrics(text: str) -> list[str]:
     return names
 
 
-def eval_counts(dataset: str, size: int, n: int | None, data_root=None, verify: bool = True) -> np.ndarray:
+def eval_counts(train: Split, test: Split, n: int | None) -> np.ndarray:
     """Per-class counts of an evaluation set: n images in the training split's class proportions.
 
     The default n is 400, capped so that the test split can supply the same counts for the floor.
     """
-    train = load_split(dataset, size, "train", data_root, verify=verify)
-    test = load_split(dataset, size, "test", data_root, verify=verify)
     cap = max_stratified_n(test.class_counts(), train.class_counts())
     if n is not None and n > cap:
-        raise MedpfgmError(f"-n {n} is more than the {dataset} test split can match class by class (at most {cap})")
+        raise MedpfgmError(f"-n {n} is more than the {train.dataset} test split can match class by class (at most {cap})")
     return stratified_counts(train.class_counts(), n or min(DEFAULT_N, cap))
 
 
-def build_evaluator(dataset, size, counts, metrics, classifier_dir, fid_weights, repeats, seed, data_root, verify, device, progress_note=print):
+def build_evaluator(train: Split, test: Split, counts, metrics, classifier_dir, fid_weights, repeats, seed, device, progress_note=print):
     """An Evaluator with the requested spaces; unavailable spaces are returned as {name: reason}."""
+    dataset, size = train.dataset, train.size
     classifier, meta = load_classifier(classifier_dir, device)
     if meta.get("dataset") != dataset or meta.get("size") != size:
         raise MedpfgmError(f"classifier '{classifier_dir}' was trained on {meta.get('dataset')} {meta.get('size')}px, not {dataset} {size}px")
@@ -81,7 +80,7 @@ def build_evaluator(dataset, size, counts, metrics, classifier_dir, fid_weights,
         except FeatureUnavailable as exc:
             unavailable[name] = str(exc)
             progress_note(f"{name}: unavailable ({exc})")
-    evaluator = Evaluator(dataset, size, spaces, counts, classifier, repeats, seed, data_root, verify)
+    evaluator = Evaluator(train, test, spaces, counts, classifier, repeats, seed)
     return evaluator, unavailable, meta
 
 
