@@ -27,15 +27,16 @@ def test_tail_classes_are_those_below_the_median(bench):
 
 def test_verdicts_call_gains_only_beyond_the_seed_spread(bench):
     rows = []
-    for variant, (mean, wiggle) in {"resample": (0.30, 0.01), "fill_big": (0.40, 0.01), "fill_noise": (0.31, 0.02)}.items():
+    for variant, (mean, wiggle) in {"real": (0.28, 0.01), "resample": (0.30, 0.01), "fill_big": (0.40, 0.01), "fill_noise": (0.31, 0.02), "tstr_big": (0.21, 0.01)}.items():
         for seed, sign in enumerate((-1, 0, 1)):
             value = mean + sign * wiggle
             rows.append({"variant": variant, "seed": seed, "balanced_accuracy": value, "macro_f1": value, "tail_recall": 0.5 - (value - 0.3)})
     summary = pd.DataFrame(rows).groupby("variant", sort=False)[["balanced_accuracy", "macro_f1", "tail_recall"]].agg(["mean", "std"])
-    big, noise = bench.verdicts(summary)
+    big, noise, tstr = bench.verdicts(summary, num_classes=5)
     assert big.startswith("- **fill_big**") and "balanced accuracy +0.100 vs resample (gain)" in big and "tail recall -0.100 vs resample (loss)" in big
     assert "balanced accuracy +0.010 vs resample (within the seed spread)" in noise
     assert "classical" not in big  # a baseline that was not run is not compared
+    assert tstr == "- **tstr_big** (train on synthetic only): balanced accuracy 0.210 against chance 0.200, real-only 0.280."
 
 
 def test_a_fill_made_otherwise_is_refused(bench, tmp_path):
