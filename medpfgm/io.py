@@ -55,6 +55,14 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def state_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's parameters and buffers (16 hex digits): names the weights, wherever they live."""
+    digest = hashlib.sha256()
+    for t in module.state_dict().values():
+        digest.update(t.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def write_json(path: str | Path, obj) -> Path:
     text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
     return atomic_write(path, lambda tmp: tmp.write_text(text))

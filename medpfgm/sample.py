@@ -16,7 +16,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 from medpfgm.errors import MedpfgmError
-from medpfgm.io import save_images_npz
+from medpfgm.io import save_images_npz, state_digest
 
 Drift = Callable[[torch.Tensor, float], torch.Tensor]
 
@@ -126,7 +126,7 @@ def generate(
 
     from medpfgm.data import to_uint8
 
-    key = f"{run.paths.root.resolve()}|step{run.step}|{solver}|{steps}|{rtol:g}|{atol:g}|b{batch_size}|seed{seed}"
+    key = f"{state_digest(run.net)}|{solver}|{steps}|{rtol:g}|{atol:g}|b{batch_size}|seed{seed}"  # not the path: a fresh clone resumes too
     images, nfes, seconds = load_partial(resume, key, labels)
     bar = tqdm(total=len(labels), desc=f"sampling ({solver})", unit="img", disable=not progress, dynamic_ncols=True)
     bar.update(sum(len(x) for x in images))

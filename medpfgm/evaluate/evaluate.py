@@ -19,7 +19,7 @@ from medpfgm.data import Split
 from medpfgm.evaluate.features import FeatureSpace
 from medpfgm.evaluate.metrics import kernel_inception_distance, prdc
 from medpfgm.evaluate.protocol import ImageSet, draw, mean_std, subsample_features
-from medpfgm.io import atomic_write
+from medpfgm.io import atomic_write, state_digest
 
 HIGHER_IS_BETTER = ("precision", "recall", "density", "coverage", "class_fidelity")  # the rest: lower is better
 
@@ -60,10 +60,7 @@ class Evaluator:
         tag = hashlib.sha256(images.images.tobytes()).hexdigest()[:16]
         net = getattr(space, "net", None)
         if net is not None:
-            digest = hashlib.sha256()
-            for t in net.state_dict().values():
-                digest.update(t.detach().cpu().numpy().tobytes())
-            tag += "_" + digest.hexdigest()[:16]
+            tag += "_" + state_digest(net)
         path = cache_dir() / "features" / f"{space.name}_{self.key}_{images.name}_{tag}.pt"
         if path.is_file():
             try:
