@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,3 +48,34 @@ def test_a_fill_made_otherwise_is_refused(bench, tmp_path):
         bench.check_fill(fill, "runs/a", "500", ["--solver", "heun", "--steps", "18"])
     with pytest.raises(SystemExit, match="steps 18 \\(asked 35\\)"):
         bench.check_fill(fill, "runs/a", "balanced", ["--solver", "heun", "--steps", "35"])
+
+
+@pytest.fixture(scope="module")
+def fidelity():
+    spec = importlib.util.spec_from_file_location("field_fidelity", ROOT / "benchmarks" / "field_fidelity.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_field_fidelity_of_the_exact_field_is_perfect(fidelity, data_root):
+    """With the empirical field itself as the network, the diagnostic must report agreement 1 at
+    every step (above the small-z switch) and paths that end on the charges."""
+    from medpfgm.config import PFGMConfig
+    from medpfgm.data import load_split, to_unit_range
+    from medpfgm.methods.pfgm import PFGM, resolve_scales
+    from tests.conftest import OracleNet
+
+    split = load_split("bloodmnist", 28, "train", data_root)
+    charges = to_unit_range(split.images[:12]).double().flatten(1)
+    charge_labels = torch.as_tensor(split.labels[:12])
+    cfg = resolve_scales(PFGMConfig(z_exp=0.0), float(charges.norm(dim=1).mean()), charges.shape[1])
+    method = PFGM(cfg, (3, 28, 28), batch_size=1)
+    labels = charge_labels[:4]
+    x = method.prior(4, torch.Generator().manual_seed(0))
+    rows, end = fidelity.fidelity_rows(method, OracleNet(method, charges, charge_labels), x, labels, charges, charge_labels, method.times(40))
+    assert len(rows) == 40 and rows[0]["z"] == pytest.approx(cfg.z_max)
+    for r in rows:
+        assert r["cos_v_x"] == pytest.approx(1.0, abs=1e-4) and r["speed_ratio"] == pytest.approx(1.0, abs=1e-3)
+        assert r["v_z_net"] == pytest.approx(r["v_z_target"], rel=1e-4)
+    assert torch.cdist(end.flatten(1), charges).min(1).values.max() < 0.5  # Euler 40 ends near its charge
