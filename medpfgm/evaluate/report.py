@@ -119,6 +119,30 @@ def machine_letters(records: list[dict]) -> dict[str, str]:
     return {m: chr(ord("a") + i) for i, m in enumerate(machines)}
 
 
+def overall_notes(records: list[dict], machines: dict[str, str], cost: dict | None) -> list[str]:
+    """The bullet lines under the overall table: how to read its times, and what a metric left out."""
+    lines = []
+    if cost:
+        per_model = ", ".join(f"{label} {ms:.2f} ms" for label, ms in sorted(cost["ms_per_image_nfe"].items()))
+        lines += [f"- *s / image, one sitting*: NFE × the cost of one network evaluation per image, timed for every model back to back "
+                  f"(`benchmarks/sampling_cost.py`, batch {cost['batch']}) on {cost['machine']}, {cost['threads']} threads, load per core "
+                  f"{cost['load_per_core_before']} before and {cost['load_per_core_after']} after: {per_model}. Use this column to compare times."]
+    if len(machines) > 1:
+        lines += [f"- The settings were sampled on {len(machines)} machines, marked (a), (b), … beside their seconds per image: compare times within one machine."]
+    busy = [r["subject"] for r in records if r["subject"].get("cpu_load_per_core", 0) > 1.2]
+    if busy:
+        lines += [f"- Seconds per image of {len(busy)} of {len(records)} settings were measured while other jobs shared the cores "
+                  f"(load per core up to {max(s['cpu_load_per_core'] for s in busy):.1f}): compare them as rough costs; NFE is exact."]
+    featureless = [f"{r['subject']['label']} {r['subject'].get('setting', '')}: {space.upper()} {v['featureless']} of {r['score']['n']}"
+                   for r in records for space, v in r["score"].items() if isinstance(v, dict) and v.get("featureless")]
+    if featureless:
+        lines += [f"- Images a feature space cannot describe (radiomics on a constant image) are left out of its distances, so "
+                  f"those distances flatter the model: {'; '.join(featureless)}."]
+    unavailable = {k: v for r in records for k, v in r.get("unavailable", {}).items()}
+    lines += [f"- **{name.upper()} unavailable**: {reason}" for name, reason in sorted(unavailable.items())]
+    return lines
+
+
 def build_report(folder: str | Path) -> Path:
     """Write README.md and figures into ``folder`` (reports/<dataset>_<size>)."""
     folder = Path(folder)
@@ -139,7 +163,6 @@ def build_report(folder: str | Path) -> Path:
     if records:
         floor = records[0]["floor"]
         metrics = [m for m in COLUMNS if m in summarize(floor)]
-        unavailable = {k: v for r in records for k, v in r.get("unavailable", {}).items()}
         cost = json.loads((folder / "sampling_cost.json").read_text()) if (folder / "sampling_cost.json").is_file() else None
         rows = [["**real test vs train (floor)**", "–", "–", "–"] + (["–"] if cost else []) + [_fmt(summarize(floor).get(m), m in flagged) for m in metrics]]
         for r in records:
@@ -151,26 +174,8 @@ def build_report(folder: str | Path) -> Path:
             rows.append([s["label"], s.get("setting", ""), nfe, spi, *est] + [_fmt(summarize(r["score"]).get(m), m in flagged) for m in metrics])
         time_columns = ["s / image", *(["s / image, one sitting"] if cost else [])]
         lines += ["## Overall", ""] + _table(["model", "sampler", "NFE", *time_columns, *[COLUMNS[m] for m in metrics]], rows) + [""]
-        if cost:
-            per_model = ", ".join(f"{label} {ms:.2f} ms" for label, ms in sorted(cost["ms_per_image_nfe"].items()))
-            lines += [f"- *s / image, one sitting*: NFE × the cost of one network evaluation per image, timed for every model back to back "
-                      f"(`benchmarks/sampling_cost.py`, batch {cost['batch']}) on {cost['machine']}, {cost['threads']} threads, load per core "
-                      f"{cost['load_per_core_before']} before and {cost['load_per_core_after']} after: {per_model}. Use this column to compare times."]
-        busy = [r["subject"] for r in records if r["subject"].get("cpu_load_per_core", 0) > 1.2]
-        if len(machines) > 1:
-            lines += [f"- The settings were sampled on {len(machines)} machines, marked (a), (b), … beside their seconds per image: compare times within one machine."]
-        if busy:
-            lines += [f"- Seconds per image of {len(busy)} of {len(records)} settings were measured while other jobs shared the cores "
-                      f"(load per core up to {max(s['cpu_load_per_core'] for s in busy):.1f}): compare them as rough costs; NFE is exact."]
-        featureless = [f"{r['subject']['label']} {r['subject'].get('setting', '')}: {space.upper()} {v['featureless']} of {r['score']['n']}"
-                       for r in records for space, v in r["score"].items() if isinstance(v, dict) and v.get("featureless")]
-        if featureless:
-            lines += [f"- Images a feature space cannot describe (radiomics on a constant image) are left out of its distances, so "
-                      f"those distances flatter the model: {'; '.join(featureless)}."]
-        for name, reason in sorted(unavailable.items()):
-            lines += [f"- **{name.upper()} unavailable**: {reason}"]
-        if unavailable or busy or len(machines) > 1 or cost or featureless:
-            lines += [""]
+        notes = overall_notes(records, machines, cost)
+        lines += notes + ([""] if notes else [])
         curve = plot_quality_vs_nfe(records, folder / "quality_vs_nfe.png", summarize(floor))
         if curve:
             lines += ["## Quality against NFE", "", f"![quality vs NFE]({curve.name})", ""]
