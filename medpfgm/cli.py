@@ -257,6 +257,8 @@ def evaluate(run_dir, samples, dataset, size, solver, steps, rtol, n, metrics, c
     rdir = P.report_dir(dataset, size, reports_root)
     classifier_dir = classifier_dir or rdir / "classifier"
     verify = not no_verify
+    if run and not out:
+        P.refuse_other_run(rdir / "evaluations" / f"{P.run_setting(run, solver, steps, rtol)[-1]}.json", run_dir)
     train, test = (load_split(dataset, size, split, data_root, verify=verify) for split in ("train", "test"))
     counts = fake.counts(len(class_names(dataset))) if fake is not None else P.eval_counts(train, test, n)
     evaluator, unavailable, meta = P.build_evaluator(train, test, counts, names, classifier_dir, fid_weights, repeats, seed, dev, note)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -143,6 +144,11 @@ def test_evaluate_and_report_end_to_end(capsys, tmp_path, data_root):
         assert code == 0, err
         assert "domain FD" in out and "class fidelity" in out
     record = json.loads((reports / "bloodmnist_28" / "evaluations" / "pfgm_euler4.json").read_text())
+    other = tmp_path / "other_run"  # e.g. the same recipe trained on a long-tailed set: same label
+    shutil.copytree(run, other)
+    code, out, err = run_cli(capsys, "evaluate", "--run", str(other), "--solver", "euler", "--steps", "4", "-n", "40", *common)
+    assert_one_line_error(code, err, "pfgm_euler4.json' holds the evaluation of run", "--out FILE or --reports DIR")
+    assert json.loads((reports / "bloodmnist_28" / "evaluations" / "pfgm_euler4.json").read_text()) == record
     assert record["subject"]["nfe"] == 4 and sum(record["setup"]["counts"]) == 40
     assert (reports / "bloodmnist_28" / "grids" / "pfgm_euler4.png").is_file()
     code, out, err = run_cli(capsys, "evaluate", "--ladder", "--dataset", "bloodmnist", "-n", "40", *common)

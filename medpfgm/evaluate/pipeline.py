@@ -7,6 +7,7 @@ per-class sample grid in ``grids/``, and ``medpfgm report`` builds the page from
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -141,24 +142,44 @@ def load_samples_file(path: str | Path, dataset: str) -> ImageSet:
     return ImageSet(images, labels, path.stem)
 
 
-def run_subject(run, run_dir, counts, solver, steps, rtol, batch_size, seed, device, progress) -> tuple[ImageSet, dict, str]:
-    """Samples of a run at one solver setting, the subject record, and the result file's stem."""
+def run_setting(run, solver: str | None, steps: int | None, rtol: float | None) -> tuple[str, int, float, str, str]:
+    """A run's sampler setting with the recipe's defaults filled in: solver, steps, rtol, its name
+    ("heun 18", "rk45 rtol 0.001") and the result file's stem ("pfgm_heun18")."""
     from medpfgm.sample import check_solver
 
     sc = run.cfg.sample
     solver = check_solver(run, solver or sc.solver)
     steps, rtol = steps or sc.steps, rtol or sc.rtol
+    setting = f"rk45 rtol {rtol:g}" if solver == "rk45" else f"{solver} {steps}"
+    return solver, steps, rtol, setting, f"{run.cfg.label}_{setting.replace(' ', '')}"
+
+
+def refuse_other_run(out: Path, run_dir) -> None:
+    """One-line error if ``out`` holds the evaluation of another run (same label and setting, e.g. a
+    model trained on a long-tailed set): it would be overwritten."""
+    if not out.is_file():
+        return
+    try:
+        previous = json.loads(out.read_text())["subject"]["run"]
+    except (ValueError, KeyError, TypeError):
+        return
+    if Path(previous).resolve() != Path(run_dir).resolve():
+        raise MedpfgmError(f"'{out}' holds the evaluation of run '{previous}', not '{run_dir}'; pass --out FILE or --reports DIR to keep both")
+
+
+def run_subject(run, run_dir, counts, solver, steps, rtol, batch_size, seed, device, progress) -> tuple[ImageSet, dict, str]:
+    """Samples of a run at one solver setting, the subject record, and the result file's stem."""
+    solver, steps, rtol, setting, stem = run_setting(run, solver, steps, rtol)
     load = os.getloadavg()[0] / (os.cpu_count() or 1)  # timings below are only comparable on a quiet machine
-    fake, info = run_samples(run, counts, solver, steps, rtol, rtol, batch_size or sc.batch_size, seed, device, progress)
+    fake, info = run_samples(run, counts, solver, steps, rtol, rtol, batch_size or run.cfg.sample.batch_size, seed, device, progress)
     rk45 = solver == "rk45"
-    setting = f"rk45 rtol {rtol:g}" if rk45 else f"{solver} {steps}"
     subject = {
         "label": run.cfg.label, "method": run.cfg.method, "run": str(run_dir), "step": run.step, "solver": solver,
         "steps": None if rk45 else steps, "rtol": rtol if rk45 else None, "setting": setting, "nfe": info["nfe"],
         "seconds_per_image": info["seconds"] / len(fake.labels), "samples": info["samples"],
         "cpu_load_per_core": round(load, 2),
     }  # fmt: skip
-    return fake, subject, f"{run.cfg.label}_{setting.replace(' ', '')}"
+    return fake, subject, stem
 
 
 def summary_line(record: dict) -> str:
