@@ -75,7 +75,7 @@ def test_pfgmpp_oracle_flow_lands_on_toy_data(aug_dim, solver, steps):
     assert nfe == {"heun": 2 * steps - 1, "euler": steps}.get(solver, nfe)
 
 
-@pytest.mark.parametrize("solver,steps", [("ddpm", 1000), ("ddim", 50)])
+@pytest.mark.parametrize("solver,steps", [("ddpm", 1000), ("ddpm", 100), ("ddim", 50)])
 def test_ddpm_oracle_chain_lands_on_toy_data(solver, steps):
     from medpfgm.config import DDPMConfig
     from medpfgm.methods.ddpm import DDPM

@@ -50,14 +50,19 @@ class DDPM:
     def run_scheduler(self, net, x: torch.Tensor, labels: torch.Tensor, solver: str, steps: int, generator: torch.Generator) -> torch.Tensor:
         """The reverse chain from x ~ N(0, I) (B, C, H, W): ``steps`` scheduler steps, one network call each.
 
-        ddpm: ancestral sampling (its step count is the training T unless ``steps`` is smaller);
-        ddim: deterministic (eta = 0). One network evaluation per step.
+        ddpm: ancestral sampling over all T training steps, or over ``steps`` < T strided steps as
+        DDIM with eta = 1 (the ancestral chain on a sub-sequence: MONAI's DDPMScheduler.step always
+        steps from t to t - 1, so on a strided schedule it would jump noise levels without
+        accounting for them); ddim: deterministic (eta = 0). One network evaluation per step.
         """
-        scheduler = self.scheduler(solver)
-        scheduler.set_timesteps(min(steps, self.cfg.num_train_timesteps), device=x.device)
+        steps = min(steps, self.cfg.num_train_timesteps)
+        strided_ancestral = solver == "ddpm" and steps < self.cfg.num_train_timesteps
+        scheduler = self.scheduler("ddim" if strided_ancestral else solver)
+        scheduler.set_timesteps(steps, device=x.device)
+        eta = {"eta": 1.0} if strided_ancestral else {"eta": 0.0} if solver == "ddim" else {}
         device_gen = torch.Generator(device=x.device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
         x = x.float()
         for t in scheduler.timesteps:
             eps = net(x, timesteps=t.expand(len(x)).to(x.device), class_labels=labels).float()
-            x, _ = scheduler.step(eps, int(t), x, generator=device_gen)
+            x, _ = scheduler.step(eps, int(t), x, generator=device_gen, **eta)
         return x
