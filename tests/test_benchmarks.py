@@ -13,12 +13,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("augmentation_benchmark", ROOT / "benchmarks" / "augmentation.py")
+def load_benchmark(name: str):
+    """A script of benchmarks/ as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_benchmark("augmentation")
 
 
 def test_tail_classes_are_those_below_the_median(bench):
@@ -52,10 +57,7 @@ def test_a_fill_made_otherwise_is_refused(bench, tmp_path):
 
 @pytest.fixture(scope="module")
 def fidelity():
-    spec = importlib.util.spec_from_file_location("field_fidelity", ROOT / "benchmarks" / "field_fidelity.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("field_fidelity")
 
 
 def test_field_fidelity_of_the_exact_field_is_perfect(fidelity, data_root):
