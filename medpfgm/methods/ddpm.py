@@ -59,7 +59,7 @@ class DDPM:
         strided_ancestral = solver == "ddpm" and steps < self.cfg.num_train_timesteps
         scheduler = self.scheduler("ddim" if strided_ancestral else solver)
         scheduler.set_timesteps(steps, device=x.device)
-        eta = {"eta": 1.0} if strided_ancestral else {"eta": 0.0} if solver == "ddim" else {}
+        eta = {} if isinstance(scheduler, DDPMScheduler) else {"eta": 1.0 if strided_ancestral else 0.0}
         device_gen = torch.Generator(device=x.device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
         x = x.float()
         for t in scheduler.timesteps:
