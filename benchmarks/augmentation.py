@@ -30,10 +30,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medpfgm.augment import read_provenance  # noqa: E402
+from medpfgm.augment import read_provenance, read_training_file  # noqa: E402
 from medpfgm.cli import main as medpfgm  # noqa: E402
 from medpfgm.data import class_names, data_file  # noqa: E402
-from medpfgm.figures import _save  # noqa: E402
+from medpfgm.figures import _save, class_grid  # noqa: E402
 from medpfgm.io import atomic_write  # noqa: E402
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
@@ -70,6 +70,26 @@ def check_fill(path: Path, run_dir: str, target: str, sampler: list[str]) -> Non
         sys.exit(f"{path} was made with {', '.join(differ)}; delete it to make it again")
 
 
+def classifier_dir(out: Path, variant: str, seed: int) -> Path:
+    return out / "classifiers" / f"{variant}_s{seed}"
+
+
+def classifier_done(out: Path, variant: str, seed: int) -> bool:
+    return (classifier_dir(out, variant, seed) / "classifier.json").is_file()
+
+
+def fill_needed(out: Path, name: str, seeds: list[int]) -> bool:
+    """A fill file is (re)made only for a classifier that still needs it: fills are large and remade
+    from their provenance (run, sampler, seed, md5), so a finished benchmark keeps only its results."""
+    return not all(classifier_done(out, f"{kind}_{name}", seed) for kind in ("fill", "tstr") for seed in seeds)
+
+
+def draw_fill(path: Path, dataset: str, title: str) -> Path:
+    """The synthetic part of a fill file as a per-class grid beside it (``fill_<name>.png``)."""
+    images, labels, synthetic = read_training_file(path)
+    return class_grid(images[synthetic], labels[synthetic], class_names(dataset), path.with_suffix(".png"), per_class=12, title=title)
+
+
 def variants(lt_file: Path, fills: dict[str, Path], with_full: bool) -> dict[str, list[str]]:
     """Variant name -> the classify arguments that define its training data and recipe."""
     out = {
@@ -90,7 +110,7 @@ def collect(out: Path, names: list[str], seeds: list[int]) -> pd.DataFrame:
     rows = []
     for name in names:
         for seed in seeds:
-            meta = json.loads((out / "classifiers" / f"{name}_s{seed}" / "classifier.json").read_text())
+            meta = json.loads((classifier_dir(out, name, seed) / "classifier.json").read_text())
             rows.append({"variant": name, "seed": seed, **{m: meta["test"][m] for m in METRICS}, "recall": meta["test"]["per_class_recall"],
                          "train_images": sum(meta["train_counts"]), "width": meta["config"]["width"], "batch_size": meta["config"]["batch_size"]})  # fmt: skip
     return pd.DataFrame(rows)
@@ -155,6 +175,10 @@ def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_cou
     ax.grid(alpha=0.3)
     _save(fig, out / "per_class_recall.png")
     lines += ["", "![per-class recall](per_class_recall.png)", ""]
+    grids = sorted(out.glob("fill_*.png"))
+    if grids:
+        lines += ["## What each fill adds (synthetic images only, one row per class)", ""]
+        lines += [f"![{g.stem}]({g.name})" for g in grids] + [""]
     atomic_write(out / "README.md", lambda tmp: tmp.write_text("\n".join(lines)))
     atomic_write(out / "results.csv", lambda tmp: df.drop(columns="recall").to_csv(tmp, index=False))
 
@@ -181,16 +205,17 @@ def main() -> None:
     for item in args.fill:
         name, run_dir, sampler = parse_fill(item)
         fills[name] = out / f"fill_{name}.npz"
-        if fills[name].is_file():
+        if read_provenance(fills[name]) is not None:
             check_fill(fills[name], run_dir, args.target, sampler)
-        else:
+        if not fills[name].is_file() and fill_needed(out, name, seeds):
             run("augment", "--run", run_dir, "--target", args.target, "--out", str(fills[name]), "--data-root", str(data), "--quiet", *sampler)
+        if fills[name].is_file() and not fills[name].with_suffix(".png").is_file():
+            draw_fill(fills[name], args.dataset, f"fill_{name}: synthetic images only ({' '.join(sampler[1::2]) or 'recipe sampler'})")
     plan = variants(lt_file, fills, with_full=args.ratio not in (None, 1))
     for name, extra in plan.items():
         for seed in seeds:
-            folder = out / "classifiers" / f"{name}_s{seed}"
-            if not (folder / "classifier.json").is_file():
-                run("classify", "--dataset", args.dataset, "--size", str(args.size), "--out", str(folder), "--steps", str(args.steps), "--seed", str(seed), "--quiet", *extra, *common)
+            if not classifier_done(out, name, seed):
+                run("classify", "--dataset", args.dataset, "--size", str(args.size), "--out", str(classifier_dir(out, name, seed)), "--steps", str(args.steps), "--seed", str(seed), "--quiet", *extra, *common)
     lt_counts = read_provenance(lt_file)["train_counts"]
     write_report(out, collect(out, list(plan), seeds), args.dataset, "python " + " ".join(sys.argv), lt_counts, args.steps)
     print(f"wrote {out / 'README.md'}")

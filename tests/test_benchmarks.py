@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -53,6 +54,34 @@ def test_a_fill_made_otherwise_is_refused(bench, tmp_path):
         bench.check_fill(fill, "runs/a", "500", ["--solver", "heun", "--steps", "18"])
     with pytest.raises(SystemExit, match="steps 18 \\(asked 35\\)"):
         bench.check_fill(fill, "runs/a", "balanced", ["--solver", "heun", "--steps", "35"])
+
+
+def test_a_fill_is_made_only_while_a_classifier_needs_it(bench, tmp_path):
+    assert bench.fill_needed(tmp_path, "x", [0, 1])
+    for kind in ("fill", "tstr"):
+        for seed in (0, 1):
+            folder = bench.classifier_dir(tmp_path, f"{kind}_x", seed)
+            folder.mkdir(parents=True)
+            if (kind, seed) != ("tstr", 1):
+                (folder / "classifier.json").write_text("{}")
+    assert bench.fill_needed(tmp_path, "x", [0, 1])  # one train-on-synthetic classifier still to train
+    (bench.classifier_dir(tmp_path, "tstr_x", 1) / "classifier.json").write_text("{}")
+    assert not bench.fill_needed(tmp_path, "x", [0, 1])
+    assert bench.fill_needed(tmp_path, "x", [0, 1, 2])
+
+
+def test_the_fill_grid_draws_the_synthetic_rows_only(bench, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(8), 5)
+    images = rng.integers(0, 256, (len(labels), 28, 28, 3), dtype=np.uint8)
+    heights = []
+    for n_synthetic_classes in (2, 6):
+        path = tmp_path / f"fill_{n_synthetic_classes}.npz"
+        np.savez(path, train_images=images, train_labels=labels[:, None], train_synthetic=labels < n_synthetic_classes)
+        heights.append(Image.open(bench.draw_fill(path, "bloodmnist", "t")).size[1])
+    assert heights[1] > 2 * heights[0]  # rows for the synthetic classes, none for the real-only ones
 
 
 @pytest.fixture(scope="module")
