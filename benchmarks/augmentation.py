@@ -166,9 +166,10 @@ def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_cou
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 4))
-    for variant, values in recall.items():
+    colors = plt.get_cmap("tab20")  # the default cycle repeats after 10 variants
+    for i, (variant, values) in enumerate(recall.items()):
         tstr = variant.startswith("tstr_")  # a different question (is there class signal?): drawn faint
-        ax.plot(range(len(names)), values, marker="o", label=variant, linestyle="--" if tstr else "-", alpha=0.45 if tstr else 1.0, linewidth=1 if tstr else 1.8)
+        ax.plot(range(len(names)), values, marker="o", label=variant, color=colors(i % 20), linestyle="--" if tstr else "-", alpha=0.45 if tstr else 1.0, linewidth=1 if tstr else 1.8)
     ax.set_xticks(range(len(names)), [f"{n[:12]} ({c})" for n, c in zip(names, lt_counts)], rotation=30, ha="right", fontsize=8)
     ax.set(ylabel="test recall (mean over seeds)", ylim=(0, 1), title="per-class recall (training count in brackets)")
     ax.legend(fontsize=7)
