@@ -45,26 +45,31 @@ def run(*args: str) -> None:
         sys.exit(f"step failed: medpfgm {' '.join(args)}")
 
 
-def parse_fill(item: str) -> tuple[str, str, list[str]]:
-    """NAME=RUN[@SOLVER:STEPS] -> (name, run folder, augment's sampler arguments)."""
+def parse_fill(item: str) -> tuple[str, str, dict]:
+    """NAME=RUN[@SOLVER:STEPS] -> (name, run folder, sampler settings: {} for the recipe's, else solver and steps)."""
     name, _, rest = item.partition("=")
     run_dir, _, sampler = rest.partition("@")
-    if not name or not run_dir:
-        sys.exit(f"--fill wants NAME=RUN[@SOLVER:STEPS], got '{item}'")
-    if not sampler:
-        return name, run_dir, []
     solver, _, steps = sampler.partition(":")
-    return name, run_dir, ["--solver", solver] + (["--steps", steps] if steps else [])
+    if not name or not run_dir or (steps and not steps.isdigit()):
+        sys.exit(f"--fill wants NAME=RUN[@SOLVER:STEPS], got '{item}'")
+    settings = {"solver": solver} if solver else {}
+    return name, run_dir, settings | ({"steps": int(steps)} if steps else {})
 
 
-def check_fill(path: Path, run_dir: str, target: str, sampler: list[str]) -> None:
-    """Exit if an existing fill file was made by another run, target or sampler than asked for now."""
-    made = read_provenance(path) or {}
-    asked = {"run": str(run_dir), "target": target}
-    if sampler:
-        asked["solver"] = sampler[1]
-        if len(sampler) > 2:
-            asked["steps"] = int(sampler[3])
+def sampler_args(sampler: dict) -> list[str]:
+    """{solver, steps} -> augment's command-line arguments."""
+    return [arg for key, value in sampler.items() for arg in (f"--{key}", str(value))]
+
+
+def check_fill(path: Path, run_dir: str, target: str, sampler: dict) -> None:
+    """Exit if a fill (its file or its committed provenance) was made by another run, target or sampler
+    than asked for now, or exists without provenance; a fill not made yet passes."""
+    made = read_provenance(path)
+    if made is None:
+        if path.is_file():
+            sys.exit(f"{path} has no provenance record; delete it to make it again")
+        return
+    asked = {"run": str(run_dir), "target": target, **sampler}
     differ = [f"{k} {made.get(k)!r} (asked {v!r})" for k, v in asked.items() if str(made.get(k)) != str(v)]
     if differ:
         sys.exit(f"{path} was made with {', '.join(differ)}; delete it to make it again")
@@ -206,12 +211,11 @@ def main() -> None:
     for item in args.fill:
         name, run_dir, sampler = parse_fill(item)
         fills[name] = out / f"fill_{name}.npz"
-        if read_provenance(fills[name]) is not None:
-            check_fill(fills[name], run_dir, args.target, sampler)
+        check_fill(fills[name], run_dir, args.target, sampler)
         if not fills[name].is_file() and fill_needed(out, name, seeds):
-            run("augment", "--run", run_dir, "--target", args.target, "--out", str(fills[name]), "--data-root", str(data), "--quiet", *sampler)
+            run("augment", "--run", run_dir, "--target", args.target, "--out", str(fills[name]), "--data-root", str(data), "--quiet", *sampler_args(sampler))
         if fills[name].is_file() and not fills[name].with_suffix(".png").is_file():
-            draw_fill(fills[name], args.dataset, f"fill_{name}: synthetic images only ({' '.join(sampler[1::2]) or 'recipe sampler'})")
+            draw_fill(fills[name], args.dataset, f"fill_{name}: synthetic images only ({' '.join(map(str, sampler.values())) or 'recipe sampler'})")
     plan = variants(lt_file, fills, with_full=args.ratio not in (None, 1))
     for name, extra in plan.items():
         for seed in seeds:

@@ -49,11 +49,26 @@ def test_verdicts_call_gains_only_beyond_the_seed_spread(bench):
 def test_a_fill_made_otherwise_is_refused(bench, tmp_path):
     fill = tmp_path / "fill_x.npz"
     fill.with_name(fill.name + ".provenance.json").write_text(json.dumps({"run": "runs/a", "target": "balanced", "solver": "heun", "steps": 18}))
-    bench.check_fill(fill, "runs/a", "balanced", ["--solver", "heun", "--steps", "18"])  # the same: accepted
+    bench.check_fill(fill, "runs/a", "balanced", {"solver": "heun", "steps": 18})  # the same: accepted
     with pytest.raises(SystemExit, match="target 'balanced' \\(asked '500'\\)"):
-        bench.check_fill(fill, "runs/a", "500", ["--solver", "heun", "--steps", "18"])
+        bench.check_fill(fill, "runs/a", "500", {"solver": "heun", "steps": 18})
     with pytest.raises(SystemExit, match="steps 18 \\(asked 35\\)"):
-        bench.check_fill(fill, "runs/a", "balanced", ["--solver", "heun", "--steps", "35"])
+        bench.check_fill(fill, "runs/a", "balanced", {"solver": "heun", "steps": 35})
+    made_elsewhere = tmp_path / "fill_y.npz"
+    bench.check_fill(made_elsewhere, "runs/a", "balanced", {})  # not made yet: nothing to check
+    made_elsewhere.write_bytes(b"")
+    with pytest.raises(SystemExit, match="fill_y.npz has no provenance record"):
+        bench.check_fill(made_elsewhere, "runs/a", "balanced", {})
+
+
+def test_a_fill_argument_names_a_run_and_optionally_its_sampler(bench):
+    assert bench.parse_fill("p=runs/a@heun:18") == ("p", "runs/a", {"solver": "heun", "steps": 18})
+    assert bench.parse_fill("p=runs/a@rk45") == ("p", "runs/a", {"solver": "rk45"})
+    assert bench.parse_fill("p=runs/a") == ("p", "runs/a", {})
+    assert bench.sampler_args({"solver": "heun", "steps": 18}) == ["--solver", "heun", "--steps", "18"]
+    for bad in ("runs/a@heun:18", "p=", "p=runs/a@heun:many"):
+        with pytest.raises(SystemExit, match="--fill wants NAME=RUN"):
+            bench.parse_fill(bad)
 
 
 def test_a_fill_is_made_only_while_a_classifier_needs_it(bench, tmp_path):
