@@ -18,6 +18,11 @@ import torch
 from medpfgm.errors import MedpfgmError
 
 
+def cache_dir() -> Path:
+    """medpfgm's cache ($MEDPFGM_CACHE, default ~/.cache/medpfgm): real-image features, mapped FID weights."""
+    return Path(os.environ.get("MEDPFGM_CACHE", Path.home() / ".cache" / "medpfgm"))
+
+
 def ensure_dir(path: str | Path) -> Path:
     """Create ``path`` (and parents) or fail with a one-line error naming it."""
     path = Path(path)

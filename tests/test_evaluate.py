@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import subprocess
@@ -220,3 +221,54 @@ def test_rank_ladder_rules_on_constructed_values():
     assert failures["frd"] == ["real does not beat blur"]
     assert failures["domain_fd_class"] == ["real does not beat class_swap"]
     assert failures["coverage"] == ["hue does not beat pure noise"]
+
+
+def random_space(name: str, seed: int) -> NetworkSpace:
+    torch.manual_seed(seed)
+    return NetworkSpace(name, name, torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2)))
+
+
+@pytest.fixture(scope="module")
+def three_space_evaluators(tiny_classifier, data_root):
+    """Evaluators over the same pools: (domain, frd-like, fid-like) and (domain, fid-like)."""
+    net, _ = tiny_classifier
+    counts = stratified_counts([486, 128, 206, 194, 66], 60)
+    train, test = (load_split("retinamnist", 28, split, data_root) for split in ("train", "test"))
+    frd, fid = random_space("frd", 1), random_space("fid", 2)
+    fid.provenance = {"file": "weights.pt", "sha256": "ab" * 32}
+    make = lambda spaces: Evaluator(train, test, spaces, counts, net, repeats=3, seed=0, use_cache=False)  # noqa: E731
+    return make([domain_space(net), frd, fid]), make([domain_space(net), fid]), make([fid, domain_space(net)])
+
+
+def test_a_space_scores_the_same_whichever_other_spaces_are_asked_for(three_space_evaluators):
+    full, without_frd, reordered = three_space_evaluators
+    fake = ImageSet(full.test_pool.images[::-1].copy(), full.test_pool.labels[::-1].copy())
+    scores = [e.score(fake) for e in three_space_evaluators]
+    assert scores[0]["fid"] == scores[1]["fid"] == scores[2]["fid"]
+    assert scores[0]["domain"] == scores[1]["domain"] == scores[2]["domain"]
+    assert scores[0]["fid"]["fd"]["mean"] > 0 and scores[0]["frd"] != scores[0]["fid"]
+
+
+def test_adding_a_space_to_an_evaluation_keeps_the_others(three_space_evaluators, tmp_path):
+    """`evaluate --metrics domain,fid` on an evaluation that has FRD adds FID and keeps FRD (the CLI's
+    path, write_evaluation); another samples file is another evaluation and keeps nothing."""
+    from medpfgm.evaluate.pipeline import write_evaluation
+
+    full, without_frd, _ = three_space_evaluators
+    fake = ImageSet(full.test_pool.images, full.test_pool.labels)
+    meta = {"sha256": "c" * 64, "test": {"accuracy": 0.5}}
+    out = tmp_path / "evaluations" / "model_heun18.json"
+    subject = {"label": "model", "setting": "heun 18", "samples": "samples/a.npz", "seconds_per_image": 0.5}
+    no_fid = copy.copy(full)
+    no_fid.spaces = [s for s in full.spaces if s.name != "fid"]
+    first = write_evaluation(out, tmp_path / "grids", subject, fake, no_fid, {"fid": "no weights offline"}, meta, "retinamnist", 28)
+    assert "frd" in first["score"] and "fid" not in first["score"] and first["setup"]["weights"] == {}
+    later = {**subject, "seconds_per_image": 9.9}  # timed again on a busy machine: the sitting that made the samples counts
+    write_evaluation(out, tmp_path / "grids", later, fake, without_frd, {}, meta, "retinamnist", 28)
+    merged = json.loads(out.read_text())
+    assert merged["score"]["frd"] == first["score"]["frd"] and merged["floor"]["frd"] == first["floor"]["frd"]
+    assert merged["score"]["fid"]["fd"]["mean"] > 0 and merged["unavailable"] == {}
+    assert merged["setup"]["weights"]["fid"]["sha256"] == "ab" * 32 and merged["subject"]["seconds_per_image"] == 0.5
+    other = {**subject, "samples": "samples/b.npz"}
+    write_evaluation(out, tmp_path / "grids", other, fake, without_frd, {}, meta, "retinamnist", 28)
+    assert "frd" not in json.loads(out.read_text())["score"]

@@ -1,5 +1,5 @@
-"""Feature spaces: the FID network equals pytorch-fid's, weights are hash-checked, FRD and a small
-network rank real halves below degraded sets."""
+"""Feature spaces: the FID network equals pytorch-fid's, FRD and a small network rank real halves
+below degraded sets (the FID weights themselves: test_fid_weights.py)."""
 
 from __future__ import annotations
 
@@ -8,47 +8,25 @@ import pytest
 import torch
 
 from medpfgm.data import load_split
-from medpfgm.errors import MedpfgmError
 from medpfgm.evaluate import features as feat
 from medpfgm.evaluate.ladder import blur
 
 
-@pytest.fixture(scope="module")
-def random_fid_weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("fid") / "random_inception.pth"
-    torch.save(feat.fid_inception_architecture().state_dict(), path)
-    return path
-
-
-def test_fid_network_and_preprocessing_equal_pytorch_fid(random_fid_weights, monkeypatch):
+def test_fid_network_and_preprocessing_equal_pytorch_fid(monkeypatch):
     from pytorch_fid import inception as pf
 
-    state = torch.load(random_fid_weights, weights_only=True)
+    torch.manual_seed(0)
+    net = feat.fid_inception_architecture()
+    state = net.state_dict()
     monkeypatch.setattr(pf, "load_state_dict_from_url", lambda *a, **k: state)  # no download: same weights
     reference = pf.InceptionV3([3]).eval()
-    ours = feat.load_fid_inception(random_fid_weights, sha256_prefix=feat.sha256_of(random_fid_weights)[:8]).eval()
+    ours = feat.FIDInception(net).eval()
     images = torch.rand(2, 3, 28, 28)
     with torch.no_grad():
         expected = reference(images)[0].flatten(1)
         got = ours(images * 2 - 1)
     assert got.shape == (2, 2048)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-
-
-def test_fid_weights_with_the_wrong_hash_are_refused(random_fid_weights):
-    with pytest.raises(MedpfgmError, match="SHA-256"):
-        feat.load_fid_inception(random_fid_weights)  # a random file is not the pytorch-fid file
-
-
-def test_fid_is_unavailable_offline_with_the_reason(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.delenv("MEDPFGM_FID_WEIGHTS", raising=False)
-    with pytest.raises(feat.FeatureUnavailable, match="MEDPFGM_FID_WEIGHTS"):
-        feat.locate_fid_weights(None, download=False)
-    monkeypatch.setenv("MEDPFGM_FID_WEIGHTS", str(tmp_path / "missing.pth"))
-    with pytest.raises(feat.FeatureUnavailable, match="missing.pth"):
-        feat.locate_fid_weights(None)
 
 
 @pytest.fixture(scope="module")

@@ -47,6 +47,21 @@ def test_frechet_distance_closed_form_with_singular_covariances():
     assert abs(frechet_distance(a, a)) < 1e-6 * var_a.sum()  # the square roots of round-off eigenvalues
 
 
+@pytest.mark.parametrize("n", [30, 200])  # fewer images than dimensions (nuclear-norm path), and more (eigen path)
+def test_frechet_distance_equals_a_float64_brute_force(n):
+    """Against Tr sqrt(S_r^1/2 S_f S_r^1/2) from numpy eigen-decompositions of the d x d covariances."""
+    rng = np.random.default_rng(n)
+    d = 64
+    a = rng.standard_normal((n, d)) @ rng.standard_normal((d, d)) / 8
+    b = rng.standard_normal((n + 7, d)) @ rng.standard_normal((d, d)) / 8 + 0.2
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(s_a)
+    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root @ s_b @ root), 0, None)).sum()
+    expected = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(s_a) + np.trace(s_b) - 2 * cross
+    assert frechet_distance(torch.from_numpy(a), torch.from_numpy(b)) == pytest.approx(expected, rel=1e-7)  # the reference takes square roots of round-off eigenvalues
+
+
 def test_identical_sets_give_zero_and_shifts_add_up():
     x = torch.from_numpy(np.random.default_rng(3).standard_normal((300, 8)))
     assert abs(frechet_distance(x, x)) < 1e-8

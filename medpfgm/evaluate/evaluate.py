@@ -8,7 +8,6 @@ per class; ``floor()`` is the same score for a real test subset, so each number 
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +17,11 @@ from medpfgm.classifier import predict_proba
 from medpfgm.data import Split
 from medpfgm.evaluate.features import FeatureSpace
 from medpfgm.evaluate.metrics import kernel_inception_distance, prdc
-from medpfgm.evaluate.protocol import ImageSet, draw, mean_std, subsample_features
-from medpfgm.io import atomic_write, state_digest
+from medpfgm.evaluate.protocol import ImageSet, draw, mean_std, subsample_indices
+from medpfgm.io import atomic_write, cache_dir, state_digest
 
 HIGHER_IS_BETTER = ("precision", "recall", "density", "coverage", "class_fidelity")  # the rest: lower is better
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MEDPFGM_CACHE", Path.home() / ".cache" / "medpfgm"))
+SPACE_ORDER = ("domain", "frd", "fid")  # the order in which spaces draw their references (see Evaluator.score)
 
 
 class Evaluator:
@@ -76,28 +72,44 @@ class Evaluator:
         return self.score(self.test_pool, _features={s.name: self.pool_features[s.name][1] for s in self.spaces})
 
     def score(self, fake: ImageSet, _features: dict | None = None) -> dict:
-        """Every metric of ``fake`` as {"mean", "std"} over repeats; per-class lists too."""
+        """Every metric of ``fake`` as {"mean", "std"} over repeats; per-class lists too.
+
+        Each known space draws its ``repeats`` references from one seeded stream in ``SPACE_ORDER``,
+        whether or not it is evaluated, so a space's numbers do not depend on which others were asked
+        for: FID added later to an evaluation equals the FID of a run that asked for every space.
+        """
         counts = fake.counts(self.num_classes)
         rng = np.random.default_rng(self.seed + 1)
+        present = {s.name: s for s in self.spaces}
         out: dict = {"n": int(len(fake.labels)), "counts": counts.tolist()}
-        for space in self.spaces:
-            fake_f = _features[space.name] if _features else space.extract(fake.images)
-            out[space.name] = self._space_scores(space, fake_f, fake.labels, counts, rng)
+        for name in [*SPACE_ORDER, *(n for n in present if n not in SPACE_ORDER)]:
+            draws = self._reference_draws(name, counts, rng)
+            if name in present:
+                fake_f = _features[name] if _features else present[name].extract(fake.images)
+                out[name] = self._space_scores(present[name], fake_f, fake.labels, counts, draws)
         if self.classifier is not None:
             out["class_fidelity"] = self._class_fidelity(fake)
         return out
 
-    def _space_scores(self, space: FeatureSpace, fake_f: torch.Tensor, fake_labels: np.ndarray, counts: np.ndarray, rng) -> dict:
+    def _reference_draws(self, space_name: str, counts: np.ndarray, rng) -> list[tuple[np.ndarray, int | None]]:
+        """Per repeat: rows of the train pool with ``counts`` per class, and (domain space) KID's seed."""
+        draws = []
+        for _ in range(self.repeats):
+            idx = subsample_indices(self.train_pool.labels, counts, rng)
+            draws.append((idx, int(rng.integers(1 << 31)) if space_name == "domain" else None))
+        return draws
+
+    def _space_scores(self, space: FeatureSpace, fake_f: torch.Tensor, fake_labels: np.ndarray, counts: np.ndarray, draws) -> dict:
         train_f = self.pool_features[space.name][0]
         classes = [c for c in range(self.num_classes) if counts[c] >= 2]
         overall, per_class, extra = [], {c: [] for c in classes}, []
-        for _ in range(self.repeats):
-            ref_f, ref_labels = subsample_features(train_f, self.train_pool.labels, counts, rng)
+        for idx, kid_seed in draws:
+            ref_f, ref_labels = train_f[torch.from_numpy(idx)], self.train_pool.labels[idx]
             overall.append(space.distance(ref_f, fake_f))
             for c in classes:
                 per_class[c].append(space.distance(ref_f[torch.from_numpy(ref_labels == c)], fake_f[torch.from_numpy(fake_labels == c)]))
-            if space.name == "domain":
-                kid, _ = kernel_inception_distance(ref_f, fake_f, subsets=10, subset_size=min(100, len(fake_f)), seed=int(rng.integers(1 << 31)))
+            if kid_seed is not None:
+                kid, _ = kernel_inception_distance(ref_f, fake_f, subsets=10, subset_size=min(100, len(fake_f)), seed=kid_seed)
                 extra.append({"kid": kid, **prdc(ref_f, fake_f)})
         scores = {"fd": mean_std(overall), "fd_per_class": {str(c): mean_std(v) for c, v in per_class.items()}}
         featureless = int((~torch.isfinite(fake_f).all(1)).sum())

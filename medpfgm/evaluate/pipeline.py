@@ -102,7 +102,8 @@ def run_samples(run, counts: np.ndarray, solver: str, steps: int, rtol: float, a
 
 
 def write_evaluation(out: Path, grid_dir: Path, subject: dict, fake: ImageSet, evaluator: Evaluator, unavailable: dict, classifier_meta: dict, dataset: str, size: int) -> dict:
-    """Score ``fake``, write its JSON and its per-class grid; returns the record."""
+    """Score ``fake``, write its JSON and its per-class grid; returns the record. Spaces that ``out``
+    already holds for the same samples and setup, and that were not asked for now, are kept."""
     names = class_names(dataset)
     grid = class_grid(fake.images, fake.labels, names, grid_dir / f"{out.stem}.png", title=f"{subject['label']} {subject.get('setting', '')}")
     record = {
@@ -115,12 +116,51 @@ def write_evaluation(out: Path, grid_dir: Path, subject: dict, fake: ImageSet, e
             "seed": evaluator.seed,
             "classifier": {"sha256": classifier_meta["sha256"], "test_accuracy": classifier_meta["test"]["accuracy"]},
             "machine": machine(),
+            "weights": weights_provenance(evaluator),
         },
         "unavailable": unavailable,
         "score": evaluator.score(fake),
         "floor": evaluator.floor(),
     }
-    write_json(out, record)
+    write_json(out, keep_previous_spaces(out, record))
+    return record
+
+
+def weights_provenance(evaluator: Evaluator) -> dict:
+    """{space: where its network's weights came from (file, format, SHA-256)} for spaces that record it (FID)."""
+    return {s.name: s.provenance for s in evaluator.spaces if s.provenance}
+
+
+def read_previous(out: Path, keys: tuple[str, ...], record: dict) -> dict | None:
+    """The result already in ``out`` if it was made with the same setup ``keys`` as ``record``, else None."""
+    try:
+        previous = json.loads(out.read_text()) if out.is_file() else None
+    except ValueError:
+        return None
+    if not isinstance(previous, dict) or any(previous.get("setup", {}).get(k) != record["setup"].get(k) for k in keys):
+        return None
+    return previous
+
+
+def keep_previous_spaces(out: Path, record: dict) -> dict:
+    """``record`` plus the feature spaces that ``out`` holds for the same samples and setup and that were
+    not computed now (with their weights' provenance): adding FID to an evaluation never drops its FRD.
+    The samples' timing and the machine that timed them are kept too, since the samples come from there."""
+    previous = read_previous(out, ("dataset", "size", "counts", "repeats", "seed", "classifier"), record)
+    if previous is None or previous["subject"].get("samples") != record["subject"].get("samples"):
+        return record
+    for key in ("seconds_per_image", "cpu_load_per_core"):  # the samples and their timing come from that sitting
+        if key in previous["subject"]:
+            record["subject"][key] = previous["subject"][key]
+    record["setup"]["machine"] = previous["setup"].get("machine", record["setup"]["machine"])
+    for space, scores in previous["score"].items():
+        if isinstance(scores, dict) and "fd" in scores and space not in record["score"]:
+            record["score"][space], record["floor"][space] = scores, previous["floor"][space]
+            if space in previous["setup"].get("weights", {}):
+                record["setup"]["weights"][space] = previous["setup"]["weights"][space]
+    for space, reason in previous.get("unavailable", {}).items():
+        if space not in record["score"]:
+            record["unavailable"].setdefault(space, reason)
     return record
 
 
@@ -196,12 +236,27 @@ def summary_line(record: dict) -> str:
 
 
 def write_ladder(evaluator: Evaluator, source: ImageSet, out: Path, unavailable: dict) -> tuple[Path, list[str]]:
-    """Run the ladder, write its JSON, and return the path and one printable line per metric."""
-    from medpfgm.evaluate.ladder import run_ladder
+    """Run the ladder, write its JSON (keeping the metrics of spaces that ``out`` holds for the same
+    setup and that were not computed now), and return the path and one printable line per metric."""
+    from medpfgm.evaluate.ladder import rank_ladder, run_ladder
 
     result = run_ladder(evaluator, source, evaluator.seed)
-    result["setup"] = {"counts": evaluator.counts.tolist(), "repeats": evaluator.repeats, "seed": evaluator.seed, "machine": machine(), **evaluator.identity}
+    result["setup"] = {"counts": evaluator.counts.tolist(), "repeats": evaluator.repeats, "seed": evaluator.seed, "machine": machine(),
+                       "weights": weights_provenance(evaluator), **evaluator.identity}  # fmt: skip
     result["unavailable"] = unavailable
+    previous = read_previous(out, ("dataset", "size", "counts", "repeats", "seed"), result)
+    if previous is not None:
+        new_metrics = set(result["rungs"]["real"])
+        for rung, metrics in previous["rungs"].items():
+            for metric, value in metrics.items():
+                if rung in result["rungs"] and metric not in new_metrics:
+                    result["rungs"][rung][metric] = value
+        for space, weights in previous["setup"].get("weights", {}).items():
+            result["setup"]["weights"].setdefault(space, weights)
+        for space, reason in previous.get("unavailable", {}).items():
+            if space not in result["rungs"]["real"]:
+                result["unavailable"].setdefault(space, reason)
+        result["ranks"], result["failures"] = rank_ladder(result["rungs"])
     lines = []
     for metric, ok in result["ranks"].items():
         values = "  ".join(f"{rung} {scores[metric]['mean']:.4g}" for rung, scores in result["rungs"].items())

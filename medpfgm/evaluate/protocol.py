@@ -59,10 +59,9 @@ def draw(split: Split | ImageSet, counts: np.ndarray, rng: np.random.Generator, 
     return ImageSet(split.images[idx], split.labels[idx], name or getattr(split, "name", ""))
 
 
-def subsample_features(features: torch.Tensor, labels: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
-    """Rows of a feature pool with ``counts[c]`` rows of class c, drawn without replacement."""
-    idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), size=int(k), replace=False) for c, k in enumerate(counts)]))
-    return features[torch.from_numpy(idx)], labels[idx]
+def subsample_indices(labels: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Sorted row indices of a labelled pool with ``counts[c]`` rows of class c, drawn without replacement."""
+    return np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), size=int(k), replace=False) for c, k in enumerate(counts)]))
 
 
 def mean_std(values: list[float]) -> dict[str, float]:
