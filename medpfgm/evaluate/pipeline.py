@@ -18,7 +18,7 @@ import torch
 from medpfgm.classifier import load_classifier
 from medpfgm.data import Split, class_names
 from medpfgm.errors import MedpfgmError
-from medpfgm.evaluate.evaluate import Evaluator
+from medpfgm.evaluate.evaluate import Evaluator, full_reference_score
 from medpfgm.evaluate.features import FeatureUnavailable, RadiomicsSpace, domain_space, inception_space
 from medpfgm.evaluate.protocol import ImageSet, max_stratified_n, stratified_counts
 from medpfgm.figures import class_grid
@@ -26,6 +26,7 @@ from medpfgm.io import save_images_npz, write_json
 
 METRIC_SPACES = ("domain", "frd", "fid")
 DEFAULT_N = 400
+FULL_REFERENCE_N = 2000  # generated images of the large-n protocol (issue: at least 2,000)
 
 
 def machine() -> str:
@@ -65,12 +66,8 @@ def eval_counts(train: Split, test: Split, n: int | None) -> np.ndarray:
     return stratified_counts(train.class_counts(), n or min(DEFAULT_N, cap))
 
 
-def build_evaluator(train: Split, test: Split, counts, metrics, classifier_dir, fid_weights, repeats, seed, device, progress_note=print):
-    """An Evaluator with the requested spaces; unavailable spaces are returned as {name: reason}."""
-    dataset, size = train.dataset, train.size
-    classifier, meta = load_classifier(classifier_dir, device)
-    if meta.get("dataset") != dataset or meta.get("size") != size:
-        raise MedpfgmError(f"classifier '{classifier_dir}' was trained on {meta.get('dataset')} {meta.get('size')}px, not {dataset} {size}px")
+def build_spaces(metrics: list[str], classifier, fid_weights, device, progress_note=print) -> tuple[list, dict]:
+    """The domain space and the requested others; spaces that cannot run here come back as {name: reason}."""
     spaces, unavailable = [domain_space(classifier, device)], {}
     for name in metrics:
         try:
@@ -81,8 +78,36 @@ def build_evaluator(train: Split, test: Split, counts, metrics, classifier_dir, 
         except FeatureUnavailable as exc:
             unavailable[name] = str(exc)
             progress_note(f"{name}: unavailable ({exc})")
+    return spaces, unavailable
+
+
+def checked_classifier(classifier_dir, dataset: str, size: int, device):
+    """The evaluation classifier of ``classifier_dir`` and its metadata, refused if made for other data."""
+    classifier, meta = load_classifier(classifier_dir, device)
+    if meta.get("dataset") != dataset or meta.get("size") != size:
+        raise MedpfgmError(f"classifier '{classifier_dir}' was trained on {meta.get('dataset')} {meta.get('size')}px, not {dataset} {size}px")
+    return classifier, meta
+
+
+def build_evaluator(train: Split, test: Split, counts, metrics, classifier_dir, fid_weights, repeats, seed, device, progress_note=print):
+    """An Evaluator with the requested spaces; unavailable spaces are returned as {name: reason}."""
+    classifier, meta = checked_classifier(classifier_dir, train.dataset, train.size, device)
+    spaces, unavailable = build_spaces(metrics, classifier, fid_weights, device, progress_note)
     evaluator = Evaluator(train, test, spaces, counts, classifier, repeats, seed)
     return evaluator, unavailable, meta
+
+
+def write_full_reference(out: Path, subject: dict, fake: ImageSet, spaces: list, train: Split, test: Split, unavailable: dict, seed: int) -> dict:
+    """The large-n evaluation (``full_reference_score``) of ``fake`` written to ``out``; returns the record."""
+    record = {
+        "subject": subject,
+        "setup": {"dataset": train.dataset, "size": train.size, "protocol": "whole training split as reference", "seed": seed,
+                  "machine": machine(), "weights": {s.name: s.provenance for s in spaces if s.provenance}},
+        "unavailable": unavailable,
+        **full_reference_score(spaces, train, test, fake, seed),
+    }  # fmt: skip
+    write_json(out, record)
+    return record
 
 
 def run_samples(run, counts: np.ndarray, solver: str, steps: int, rtol: float, atol: float, batch_size: int, seed: int, device, progress: bool) -> tuple[ImageSet, dict]:
@@ -162,6 +187,16 @@ def keep_previous_spaces(out: Path, record: dict) -> dict:
         if space not in record["score"]:
             record["unavailable"].setdefault(space, reason)
     return record
+
+
+def full_reference_line(record: dict) -> str:
+    """One line of a large-n record: each space's distance with its floor and the image counts."""
+    parts = []
+    for space, floor in record["floor"].items():
+        text = f"{space} {record['score'][space]:.4g} at n {record['n']} (floor {floor:.4g} at n {record['n_floor']}"
+        at_floor_n = record["score"].get(f"{space}_at_floor_n")
+        parts.append(text + (f"; {at_floor_n:.4g} at n {record['n_floor']})" if at_floor_n is not None else ")"))
+    return ", ".join(parts) + f", reference: {record['n_reference']} training images"
 
 
 def load_samples_file(path: str | Path, dataset: str) -> ImageSet:

@@ -38,9 +38,10 @@ COLUMNS = {  # metric -> table header
 MAIN_METRIC = "domain_fd"
 
 
-def load_evaluations(folder: Path) -> list[dict]:
+def load_evaluations(folder: Path, kind: str = "evaluations") -> list[dict]:
+    """The result files of ``folder/kind`` (``evaluations`` or the large-n ``evaluations_full``), sorted by model and NFE."""
     records = []
-    for path in sorted((folder / "evaluations").glob("*.json")):
+    for path in sorted((folder / kind).glob("*.json")):
         try:
             records.append(json.loads(path.read_text()))
         except ValueError as exc:
@@ -75,12 +76,13 @@ def plot_quality_vs_nfe(records: list[dict], path: Path, floor: dict) -> Path | 
     runs = [r for r in records if r["subject"].get("nfe")]
     if not runs:
         return None
-    metrics = [m for m in ("domain_fd", "frd") if m in summarize(runs[0]["score"])]
+    metrics = [m for m in ("domain_fd", "frd", "fid") if m in floor]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.8), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         groups: dict[str, list] = {}
         for r in runs:
-            groups.setdefault(f"{r['subject']['label']} {r['subject']['solver']}", []).append(r)
+            if metric in summarize(r["score"]):
+                groups.setdefault(f"{r['subject']['label']} {r['subject']['solver']}", []).append(r)
         for name, group in sorted(groups.items()):
             group = sorted(group, key=lambda r: r["subject"]["nfe"])
             x = [r["subject"]["nfe"] for r in group]
@@ -88,11 +90,53 @@ def plot_quality_vs_nfe(records: list[dict], path: Path, floor: dict) -> Path | 
             e = [summarize(r["score"])[metric]["std"] for r in group]
             ax.errorbar(x, y, yerr=e, marker="o", ms=4, capsize=2, label=name)
         ax.axhline(floor[metric]["mean"], color="k", ls="--", lw=1, label="real test vs train (floor)")
-        yscale = "log" if metric == "domain_fd" else "linear"  # FRD is a logarithm already
+        yscale = "linear" if metric == "frd" else "log"  # FRD is a logarithm already
         ax.set(xscale="log", yscale=yscale, xlabel="NFE (network evaluations per image)", ylabel=COLUMNS[metric], title=f"{COLUMNS[metric]} vs NFE (lower is better)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     return _save(fig, path)
+
+
+MATCHED_NFE = 35  # the NFE of PFGM++'s Heun 18, at which the FID table compares every model
+
+
+def fid_table(records: list[dict], full: list[dict], floor: dict) -> list[str]:
+    """FID of each model at its best setting and at the measured setting nearest NFE 35 (n as in the
+    overall table), and at large n against the whole training split, each beside its real floor."""
+    with_fid = [r for r in records if "fid" in r["score"] and r["subject"].get("nfe")]
+    if not with_fid:
+        return []
+    fid = lambda r: r["score"]["fid"]["fd"]  # noqa: E731
+    n = sum(with_fid[0]["setup"]["counts"])
+    rows = [["**real test vs train (floor)**", "–", f"{_fmt(floor['fid']['fd'])}", "–", "–"]]
+    large = {(r["subject"]["label"], r["subject"]["setting"]): r for r in full}
+    for label in sorted({r["subject"]["label"] for r in with_fid}):
+        own = [r for r in with_fid if r["subject"]["label"] == label]
+        best = min(own, key=lambda r: fid(r)["mean"])
+        matched = min(own, key=lambda r: (abs(r["subject"]["nfe"] - MATCHED_NFE), fid(r)["mean"]))
+        big = large.get((label, best["subject"]["setting"]))
+        big_text = "–"
+        if big is not None:
+            big_text = f"{big['score']['fid']:.3g} (n {big['n']}; floor {big['floor']['fid']:.3g} at n {big['n_floor']}"
+            big_text += f"; {big['score']['fid_at_floor_n']:.3g} at n {big['n_floor']})" if "fid_at_floor_n" in big["score"] else ")"
+        rows.append([label, f"{best['subject']['setting']} (NFE {best['subject']['nfe']:.0f})", _fmt(fid(best)),
+                     f"{matched['subject']['setting']} (NFE {matched['subject']['nfe']:.0f}): {_fmt(fid(matched))}", big_text])  # fmt: skip
+    reference = full[0]["n_reference"] if full else None
+    lines = ["## FID", "", f"FID of each model at its best sampler setting and at the measured setting nearest {MATCHED_NFE} NFE "
+             f"({n} images against class-matched real training images, mean ± std over {with_fid[0]['setup']['repeats']} reference draws), "
+             f"and at large n against the whole training split" + (f" ({reference} images; `--full-reference`)" if reference else " (`--full-reference`: not run yet)") + ". "
+             f"Each beside the real floor at the same n: FID falls as n grows, so only numbers at equal n compare.", ""]
+    lines += _table(["model", f"best setting (n {n})", "FID", f"nearest {MATCHED_NFE} NFE", "FID at large n"], rows) + [""]
+    return lines
+
+
+def weights_note(records: list[dict]) -> list[str]:
+    """Which FID weights computed the page's FID numbers (from the result files)."""
+    used = {(w["format"], w["sha256"]) for r in records for space, w in r["setup"].get("weights", {}).items() if space == "fid"}
+    if not used:
+        return []
+    return [f"- FID weights: " + "; ".join(f"{fmt}, SHA-256 {sha[:12]}…" for fmt, sha in sorted(used))
+            + " (the TF inception-2015-12-05 graph in pytorch-fid's network; images resized to 299 px bilinearly)."]
 
 
 def plot_per_class(best: dict[str, dict], floor: dict, names: list[str], path: Path) -> Path | None:
@@ -143,6 +187,11 @@ def overall_notes(records: list[dict], machines: dict[str, str], cost: dict | No
     return lines
 
 
+def solver_args(subject: dict) -> str:
+    """The sampler flags of an evaluated setting, as `medpfgm evaluate` takes them."""
+    return f"--solver {subject['solver']} " + (f"--rtol {subject['rtol']:g}" if subject["solver"] == "rk45" else f"--steps {subject['steps']}")
+
+
 def build_report(folder: str | Path) -> Path:
     """Write README.md and figures into ``folder`` (reports/<dataset>_<size>)."""
     folder = Path(folder)
@@ -161,7 +210,10 @@ def build_report(folder: str | Path) -> Path:
               f"({sum(setup['counts'])} images in the training split's class proportions: {setup['counts']}). Lower is better except "
               f"precision, recall, density, coverage and class fidelity. ⚠ marks a metric that fails the validity ladder below.", ""]
     if records:
-        floor = records[0]["floor"]
+        floor = {}
+        for r in records:  # spaces added later (FID) may be in some files only
+            for space, value in r["floor"].items():
+                floor.setdefault(space, value)
         metrics = [m for m in COLUMNS if m in summarize(floor)]
         cost = json.loads((folder / "sampling_cost.json").read_text()) if (folder / "sampling_cost.json").is_file() else None
         rows = [["**real test vs train (floor)**", "–", "–", "–"] + (["–"] if cost else []) + [_fmt(summarize(floor).get(m), m in flagged) for m in metrics]]
@@ -174,8 +226,10 @@ def build_report(folder: str | Path) -> Path:
             rows.append([s["label"], s.get("setting", ""), nfe, spi, *est] + [_fmt(summarize(r["score"]).get(m), m in flagged) for m in metrics])
         time_columns = ["s / image", *(["s / image, one sitting"] if cost else [])]
         lines += ["## Overall", ""] + _table(["model", "sampler", "NFE", *time_columns, *[COLUMNS[m] for m in metrics]], rows) + [""]
-        notes = overall_notes(records, machines, cost)
+        notes = overall_notes(records, machines, cost) + weights_note(records)
         lines += notes + ([""] if notes else [])
+        full = load_evaluations(folder, "evaluations_full")
+        lines += fid_table(records, full, floor)
         curve = plot_quality_vs_nfe(records, folder / "quality_vs_nfe.png", summarize(floor))
         if curve:
             lines += ["## Quality against NFE", "", f"![quality vs NFE]({curve.name})", ""]
@@ -207,10 +261,12 @@ def build_report(folder: str | Path) -> Path:
                      f"   # test accuracy {c['test'].get('accuracy', float('nan')):.3f}, AUC {c['test'].get('auc', float('nan')):.3f}")
     lines.append(f"medpfgm evaluate --ladder --dataset {dataset} --size {size}")
     for r in records:
-        s = r["subject"]
-        if s.get("run"):
-            solver = f"--solver {s['solver']} " + (f"--rtol {s['rtol']:g}" if s["solver"] == "rk45" else f"--steps {s['steps']}")
-            lines.append(f"medpfgm evaluate --run {s['run']} {solver} -n {sum(r['setup']['counts'])} --seed {r['setup']['seed']}")
+        if r["subject"].get("run"):
+            lines.append(f"medpfgm evaluate --run {r['subject']['run']} {solver_args(r['subject'])} -n {sum(r['setup']['counts'])} --seed {r['setup']['seed']}")
+    for r in load_evaluations(folder, "evaluations_full") if records else []:
+        if r["subject"].get("run"):
+            lines.append(f"medpfgm evaluate --run {r['subject']['run']} {solver_args(r['subject'])} --full-reference -n {r['n']} "
+                         f"--metrics {','.join(r['floor'])} --seed {r['setup']['seed']}")
     lines += [f"medpfgm report --dataset {dataset} --size {size}", "```", ""]
     text = "\n".join(lines)
     return atomic_write(folder / "README.md", lambda tmp: tmp.write_text(text))
