@@ -300,3 +300,20 @@ def test_full_reference_scores_against_the_whole_training_split(tiny_classifier,
     assert out["score"]["domain_at_floor_n"] > 0
     small = full_reference_score([space], train, test, ImageSet(fake.images[:100], fake.labels[:100]))
     assert small["n_floor"] == 100 and "domain_at_floor_n" not in small["score"]  # the test split holds 100 in these proportions
+
+
+def test_adding_a_space_to_the_ladder_keeps_the_others(three_space_evaluators, retina, tmp_path):
+    from medpfgm.evaluate.pipeline import write_ladder
+
+    full, without_frd, _ = three_space_evaluators
+    _, test = retina
+    no_fid = copy.copy(full)
+    no_fid.spaces = [s for s in full.spaces if s.name != "fid"]
+    out = tmp_path / "ladder.json"
+    write_ladder(no_fid, ImageSet(test.images, test.labels), out, {"fid": "no weights offline"})
+    first = json.loads(out.read_text())
+    write_ladder(without_frd, ImageSet(test.images, test.labels), out, {})
+    merged = json.loads(out.read_text())
+    assert {"frd", "fid", "domain_fd"} <= set(merged["ranks"]) and merged["unavailable"] == {}
+    assert all(merged["rungs"][r]["frd"] == first["rungs"][r]["frd"] for r in first["rungs"])
+    assert merged["setup"]["weights"]["fid"]["sha256"] == "ab" * 32
