@@ -108,26 +108,28 @@ def fid_table(records: list[dict], full: list[dict], floor: dict) -> list[str]:
         return []
     fid = lambda r: r["score"]["fid"]["fd"]  # noqa: E731
     n = sum(with_fid[0]["setup"]["counts"])
-    rows = [["**real test vs train (floor)**", "–", f"{_fmt(floor['fid']['fd'])}", "–", "–"]]
-    large = {(r["subject"]["label"], r["subject"]["setting"]): r for r in full}
+    rows = [["**real test vs train (floor)**", "–", _fmt(floor["fid"]["fd"]), "–", "–", "–"]]
     for label in sorted({r["subject"]["label"] for r in with_fid}):
         own = [r for r in with_fid if r["subject"]["label"] == label]
         best = min(own, key=lambda r: fid(r)["mean"])
         matched = min(own, key=lambda r: (abs(r["subject"]["nfe"] - MATCHED_NFE), fid(r)["mean"]))
-        big = large.get((label, best["subject"]["setting"]))
-        big_text = "–"
-        if big is not None:
-            big_text = f"{big['score']['fid']:.3g} (n {big['n']}; floor {big['floor']['fid']:.3g} at n {big['n_floor']}"
-            big_text += f"; {big['score']['fid_at_floor_n']:.3g} at n {big['n_floor']})" if "fid_at_floor_n" in big["score"] else ")"
+        large = [large_n_text(r) for r in full if r["subject"]["label"] == label and "fid" in r["score"]]
         rows.append([label, f"{best['subject']['setting']} (NFE {best['subject']['nfe']:.0f})", _fmt(fid(best)),
-                     f"{matched['subject']['setting']} (NFE {matched['subject']['nfe']:.0f}): {_fmt(fid(matched))}", big_text])  # fmt: skip
+                     f"{matched['subject']['setting']} (NFE {matched['subject']['nfe']:.0f})", _fmt(fid(matched)), "; ".join(large) or "–"])  # fmt: skip
     reference = full[0]["n_reference"] if full else None
     lines = ["## FID", "", f"FID of each model at its best sampler setting and at the measured setting nearest {MATCHED_NFE} NFE "
              f"({n} images against class-matched real training images, mean ± std over {with_fid[0]['setup']['repeats']} reference draws), "
              f"and at large n against the whole training split" + (f" ({reference} images; `--full-reference`)" if reference else " (`--full-reference`: not run yet)") + ". "
              f"Each beside the real floor at the same n: FID falls as n grows, so only numbers at equal n compare.", ""]
-    lines += _table(["model", f"best setting (n {n})", "FID", f"nearest {MATCHED_NFE} NFE", "FID at large n"], rows) + [""]
+    lines += _table(["model", f"best setting (n {n})", "FID", f"nearest {MATCHED_NFE} NFE", "FID", "at large n: setting, FID (floor)"], rows) + [""]
     return lines
+
+
+def large_n_text(record: dict) -> str:
+    """'heun 18: 12.3 at n 2000 (floor 4.5 at n 2000)', with the model at the floor's n where that is smaller."""
+    score, floor, n_floor = record["score"], record["floor"]["fid"], record["n_floor"]
+    text = f"{record['subject']['setting']}: {score['fid']:.3g} at n {record['n']} (floor {floor:.3g} at n {n_floor}"
+    return text + (f"; model {score['fid_at_floor_n']:.3g} at n {n_floor})" if "fid_at_floor_n" in score else ")")
 
 
 def weights_note(records: list[dict]) -> list[str]:
