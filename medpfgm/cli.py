@@ -269,26 +269,23 @@ def evaluate(run_dir, samples, dataset, size, solver, steps, rtol, n, metrics, c
         counts = fake.counts(len(class_names(dataset))) if fake is not None else stratified_counts(train.class_counts(), n or P.FULL_REFERENCE_N)
         classifier, _ = P.checked_classifier(classifier_dir, dataset, size, dev)
         spaces, unavailable = P.build_spaces(names, classifier, fid_weights, dev, note)
-        if run:
-            fake, subject, stem = P.run_subject(run, run_dir, counts, solver, steps, rtol, batch_size, seed, dev, not quiet)
-        else:
-            stem, subject = Path(samples).stem, {"label": Path(samples).stem, "method": "samples", "samples": str(samples), "setting": ""}
-        out = Path(out) if out else results / f"{stem}{suffix}.json"
-        record = P.write_full_reference(out, subject, fake, spaces, train, test, unavailable, seed)
-        click.echo(f"wrote {out}: {P.full_reference_line(record)}")
-        return
-    counts = fake.counts(len(class_names(dataset))) if fake is not None else P.eval_counts(train, test, n)
-    evaluator, unavailable, meta = P.build_evaluator(train, test, counts, names, classifier_dir, fid_weights, repeats, seed, dev, note)
-    if ladder:
-        path, lines = P.write_ladder(evaluator, ImageSet(test.images, test.labels, "test"), Path(out) if out else rdir / "ladder.json", unavailable)
-        click.echo("\n".join(lines + [f"wrote {path}"]))
-        return
+    else:
+        counts = fake.counts(len(class_names(dataset))) if fake is not None else P.eval_counts(train, test, n)
+        evaluator, unavailable, meta = P.build_evaluator(train, test, counts, names, classifier_dir, fid_weights, repeats, seed, dev, note)
+        if ladder:
+            path, lines = P.write_ladder(evaluator, ImageSet(test.images, test.labels, "test"), Path(out) if out else rdir / "ladder.json", unavailable)
+            click.echo("\n".join(lines + [f"wrote {path}"]))
+            return
     if run:
         fake, subject, stem = P.run_subject(run, run_dir, counts, solver, steps, rtol, batch_size, seed, dev, not quiet)
     else:
         stem = Path(samples).stem
         subject = {"label": stem, "method": "samples", "samples": str(samples), "setting": ""}
-    out = Path(out) if out else rdir / "evaluations" / f"{stem}.json"
+    out = Path(out) if out else results / f"{stem}{suffix}.json"
+    if full_reference:
+        record = P.write_full_reference(out, subject, fake, spaces, train, test, unavailable, seed)
+        click.echo(f"wrote {out}: {P.full_reference_line(record)}")
+        return
     record = P.write_evaluation(out, rdir / "grids", subject, fake, evaluator, unavailable, meta, dataset, size)
     click.echo(f"wrote {out}: {P.summary_line(record)}")
 

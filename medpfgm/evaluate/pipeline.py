@@ -102,7 +102,7 @@ def write_full_reference(out: Path, subject: dict, fake: ImageSet, spaces: list,
     record = {
         "subject": subject,
         "setup": {"dataset": train.dataset, "size": train.size, "protocol": "whole training split as reference", "seed": seed,
-                  "machine": machine(), "weights": {s.name: s.provenance for s in spaces if s.provenance}},
+                  "machine": machine(), "weights": weights_provenance(spaces)},
         "unavailable": unavailable,
         **full_reference_score(spaces, train, test, fake, seed),
     }  # fmt: skip
@@ -141,7 +141,7 @@ def write_evaluation(out: Path, grid_dir: Path, subject: dict, fake: ImageSet, e
             "seed": evaluator.seed,
             "classifier": {"sha256": classifier_meta["sha256"], "test_accuracy": classifier_meta["test"]["accuracy"]},
             "machine": machine(),
-            "weights": weights_provenance(evaluator),
+            "weights": weights_provenance(evaluator.spaces),
         },
         "unavailable": unavailable,
         "score": evaluator.score(fake),
@@ -151,9 +151,9 @@ def write_evaluation(out: Path, grid_dir: Path, subject: dict, fake: ImageSet, e
     return record
 
 
-def weights_provenance(evaluator: Evaluator) -> dict:
+def weights_provenance(spaces: list) -> dict:
     """{space: where its network's weights came from (file, format, SHA-256)} for spaces that record it (FID)."""
-    return {s.name: s.provenance for s in evaluator.spaces if s.provenance}
+    return {s.name: s.provenance for s in spaces if s.provenance}
 
 
 def read_previous(out: Path, keys: tuple[str, ...], record: dict) -> dict | None:
@@ -277,7 +277,7 @@ def write_ladder(evaluator: Evaluator, source: ImageSet, out: Path, unavailable:
 
     result = run_ladder(evaluator, source, evaluator.seed)
     result["setup"] = {"counts": evaluator.counts.tolist(), "repeats": evaluator.repeats, "seed": evaluator.seed, "machine": machine(),
-                       "weights": weights_provenance(evaluator), **evaluator.identity}  # fmt: skip
+                       "weights": weights_provenance(evaluator.spaces), **evaluator.identity}  # fmt: skip
     result["unavailable"] = unavailable
     previous = read_previous(out, ("dataset", "size", "counts", "repeats", "seed"), result)
     if previous is not None:
