@@ -151,3 +151,13 @@ def test_fid_ranks_the_validity_ladder(data_root):
     evaluator = Evaluator(train, test, [space], np.full(8, 3), None, repeats=2, seed=0, use_cache=False)
     result = run_ladder(evaluator, ImageSet(test.images, test.labels))
     assert result["ranks"]["fid"], result["failures"]["fid"]
+
+
+def test_evaluate_refuses_weights_of_another_hash_in_one_line(capsys, tmp_path, data_root):
+    from tests.test_cli import assert_one_line_error, run_cli
+
+    weights = tmp_path / "default_1.pt"
+    weights.write_bytes(b"\0" * 1000)
+    code, _, err = run_cli(capsys, "evaluate", "--ladder", "--dataset", "bloodmnist", "--metrics", "fid", "--fid-weights", str(weights), "--out", str(tmp_path / "l.json"))
+    assert_one_line_error(code, err, "default_1.pt' have SHA-256", "neither pytorch-fid's")
+    assert not (tmp_path / "l.json").exists()
