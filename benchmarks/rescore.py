@@ -80,6 +80,9 @@ def main() -> None:
             rate = (time.time() - start) / i
             print(f"[{i}/{len(files)}] {path.name}: {line}  ({rate:.0f} s each, ETA {rate * (len(files) - i) / 60:.1f} min)", flush=True)
         if ladder_todo:
+            own = json.loads(ladder.read_text())["setup"]  # the ladder may have been made with other counts or repeats
+            if any(own[k] != setup[k] for k in ("counts", "repeats", "seed")):
+                evaluator, unavailable, meta = P.build_evaluator(train, test, own["counts"], spaces, folder / "classifier", args.fid_weights, own["repeats"], own["seed"], "cpu")
             _, lines = P.write_ladder(evaluator, ImageSet(test.images, test.labels, "test"), ladder, unavailable)
             print("\n".join(["ladder:", *lines]), flush=True)
         print(f"wrote {build_report(folder)}", flush=True)
