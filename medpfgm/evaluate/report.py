@@ -238,9 +238,14 @@ def build_report(folder: str | Path) -> Path:
         best = best_per_model(records)
         per_class = plot_per_class(best, floor, names, folder / "per_class.png")
         classes = sorted(floor["domain"]["fd_per_class"], key=int)
-        rows = [[f"{c} {names[int(c)][:28]}", _fmt(floor["domain"]["fd_per_class"][c])] + [_fmt(best[m]["score"]["domain"]["fd_per_class"].get(c)) for m in sorted(best)] for c in classes]
-        lines += ["## Per class (best setting of each model)", "", "Domain Fréchet distance per class:", ""]
-        lines += _table(["class", "floor", *[f"{m} ({best[m]['subject'].get('setting', '')})" for m in sorted(best)]], rows) + [""]
+        lines += ["## Per class (best setting of each model)", ""]
+        for space, title in (("domain", "Domain Fréchet distance"), ("fid", "FID")):
+            if space not in floor:
+                continue
+            rows = [[f"{c} {names[int(c)][:28]}", _fmt(floor[space]["fd_per_class"][c])] + [_fmt(best[m]["score"].get(space, {}).get("fd_per_class", {}).get(c)) for m in sorted(best)] for c in classes]
+            note = " (a few dozen images per class against as many real ones: far above FID at large n; compare with the floor)" if space == "fid" else ""
+            lines += [f"{title} per class{note}:", ""]
+            lines += _table(["class", "floor", *[f"{m} ({best[m]['subject'].get('setting', '')})" for m in sorted(best)]], rows) + [""]
         fid_rows = [[f"{c} {names[int(c)][:28]}", f"{floor['class_fidelity']['per_class'].get(c, float('nan')):.3f}"] + [f"{best[m]['score']['class_fidelity']['per_class'].get(c, float('nan')):.3f}" for m in sorted(best)] for c in classes]
         lines += ["Class fidelity (the classifier's accuracy on images of each requested class):", ""]
         lines += _table(["class", "real test", *sorted(best)], fid_rows) + [""]
