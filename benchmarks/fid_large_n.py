@@ -21,20 +21,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medpfgm.cli import main as medpfgm  # noqa: E402
-from medpfgm.evaluate.report import load_evaluations, solver_args  # noqa: E402
+from medpfgm.evaluate.report import best_per_model, load_evaluations, solver_args  # noqa: E402
 
 
 def best_settings(folder: Path) -> list[dict]:
     """Each model's evaluation subject with the lowest FID, cheapest (fewest NFE) first."""
-    best: dict[str, dict] = {}
-    for r in load_evaluations(folder):
-        if not r["subject"].get("run"):
-            continue
-        if "fid" not in r["score"]:
-            raise SystemExit(f"{folder}: {r['subject']['label']} {r['subject']['setting']} has no FID yet; run benchmarks/rescore.py {folder} first")
-        label = r["subject"]["label"]
-        if label not in best or r["score"]["fid"]["fd"]["mean"] < best[label]["score"]["fid"]["fd"]["mean"]:
-            best[label] = r
+    records = [r for r in load_evaluations(folder) if r["subject"].get("run")]
+    missing = [r["subject"] for r in records if "fid" not in r["score"]]
+    if missing:
+        raise SystemExit(f"{folder}: {missing[0]['label']} {missing[0]['setting']} has no FID yet; run benchmarks/rescore.py {folder} first")
+    best = best_per_model(records, "fid")
     return sorted((r["subject"] for r in best.values()), key=lambda s: s["nfe"])
 
 

@@ -61,12 +61,14 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def best_per_model(records: list[dict]) -> dict[str, dict]:
-    """Each model's evaluation with the lowest domain Fréchet distance."""
+def best_per_model(records: list[dict], space: str = "domain") -> dict[str, dict]:
+    """Each model's evaluation with the lowest Fréchet distance in ``space`` (records without it are skipped)."""
     best: dict[str, dict] = {}
     for r in records:
-        label, value = r["subject"]["label"], r["score"]["domain"]["fd"]["mean"]
-        if label not in best or value < best[label]["score"]["domain"]["fd"]["mean"]:
+        if space not in r["score"]:
+            continue
+        label, value = r["subject"]["label"], r["score"][space]["fd"]["mean"]
+        if label not in best or value < best[label]["score"][space]["fd"]["mean"]:
             best[label] = r
     return best
 
@@ -109,9 +111,8 @@ def fid_table(records: list[dict], full: list[dict], floor: dict) -> list[str]:
     fid = lambda r: r["score"]["fid"]["fd"]  # noqa: E731
     n = sum(with_fid[0]["setup"]["counts"])
     rows = [["**real test vs train (floor)**", "–", _fmt(floor["fid"]["fd"]), "–", "–", "–"]]
-    for label in sorted({r["subject"]["label"] for r in with_fid}):
+    for label, best in sorted(best_per_model(with_fid, "fid").items()):
         own = [r for r in with_fid if r["subject"]["label"] == label]
-        best = min(own, key=lambda r: fid(r)["mean"])
         matched = min(own, key=lambda r: (abs(r["subject"]["nfe"] - MATCHED_NFE), fid(r)["mean"]))
         large = [large_n_text(r) for r in full if r["subject"]["label"] == label and "fid" in r["score"]]
         rows.append([label, f"{best['subject']['setting']} (NFE {best['subject']['nfe']:.0f})", _fmt(fid(best)),
