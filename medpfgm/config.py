@@ -20,6 +20,7 @@ from medpfgm.errors import MedpfgmError
 from medpfgm.nets import NetConfig
 
 METHODS = ("pfgm", "pfgmpp", "ddpm")
+PFGM_CHOICES = {"time_input": ("lnz", "z"), "input_scale": ("raw", "edm")}
 
 
 @dataclass
@@ -51,6 +52,8 @@ class PFGMConfig:
     z_min: float = 1e-3
     z_exp: float = 1.0
     z_loss_weight: float | None = None  # weight of the v_z term; None = N (as much as all of v_x); 1 = official
+    time_input: str = "lnz"  # the network's time input: "lnz" (ln z mapped to 0..1000) or "z" (raw z, official)
+    input_scale: str = "raw"  # the network's input: "raw" (official) or "edm" (y / sqrt(z^2 + 0.25), PFGM++ D = 1's c_in)
     m_max: int | None = None
     z_max: float | None = None
     upper_norm: float | None = None
@@ -96,6 +99,7 @@ class RunConfig:
     dataset: str = "bloodmnist"
     size: int = 28
     seed: int = 0
+    conditional: bool = True  # False: the network ignores labels and PFGM's field uses every charge
     net: NetConfig = field(default_factory=NetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     pfgm: PFGMConfig = field(default_factory=PFGMConfig)
@@ -119,6 +123,10 @@ class RunConfig:
         check_dataset(cfg.dataset)
         check_size(cfg.size)
         cfg.pfgmpp.aug_dim = canonical_aug_dim(cfg.pfgmpp.aug_dim)
+        for name, allowed in PFGM_CHOICES.items():
+            value = getattr(cfg.pfgm, name)
+            if value not in allowed:
+                raise MedpfgmError(f"{source}: pfgm.{name} = '{value}' is not allowed; choose one of: {', '.join(allowed)}")
         return cfg
 
 

@@ -20,8 +20,10 @@ class NetConfig:
     num_head_channels: int = 32
 
 
-def build_unet(cfg: NetConfig, in_channels: int, out_channels: int, num_classes: int) -> DiffusionModelUNet:
+def build_unet(cfg: NetConfig, in_channels: int, out_channels: int, num_classes: int | None) -> DiffusionModelUNet:
     """A 2-D class-conditional UNet: forward(x (B, C, H, W), timesteps (B,) float, class_labels (B,) int).
+
+    ``num_classes`` None builds it unconditional: it has no class embedding and ignores ``class_labels``.
 
     MONAI embeds ``timesteps`` with the DDPM sinusoids built for integers 0..1000; each method maps its
     own noise level (ln z, ln sigma, DDPM step) into that range.

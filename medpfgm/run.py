@@ -77,7 +77,7 @@ def image_shape(cfg: RunConfig) -> tuple[int, int, int]:
 
 def build_net(cfg: RunConfig, method) -> torch.nn.Module:
     c = num_channels(cfg.dataset)
-    return build_unet(cfg.net, c, method.out_channels(c), len(class_names(cfg.dataset)))
+    return build_unet(cfg.net, c, method.out_channels(c), len(class_names(cfg.dataset)) if cfg.conditional else None)
 
 
 def select_device(name: str) -> torch.device:

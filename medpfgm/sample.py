@@ -134,7 +134,7 @@ def generate(
         if k < len(nfes):
             continue
         t0 = time.perf_counter()
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + k)
+        generator = batch_generator(seed, k)
         batch = torch.as_tensor(labels[start : start + batch_size], dtype=torch.int64, device=device)
         x, nfe = solve(run.method, run.net, batch, solver, steps, rtol, atol, generator)
         images.append(to_uint8(x))
@@ -148,6 +148,11 @@ def generate(
     if resume is not None:
         Path(resume).unlink(missing_ok=True)
     return np.concatenate(images), nfes, seconds
+
+
+def batch_generator(seed: int, k: int) -> torch.Generator:
+    """The prior's generator for batch k of a sampling call with ``seed``: any batch is reproducible alone."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + k)
 
 
 def partial_path(out: Path) -> Path:

@@ -79,17 +79,24 @@ def write_medmnist_npz(path: Path, size: int, n_classes: int, per_split: int = 1
 
 class OracleNet(torch.nn.Module):
     """Stands in for the network: the exact empirical field of fixed charges, in the network's output
-    layout (B, C + 1, H, W) with v_z in the last channel. Reads z back from the method's noise level."""
+    layout (B, C + 1, H, W) with v_z in the last channel. Reads z (and x) back from what the method fed
+    the network, by the method's ``time_input`` and ``input_scale``."""
 
     def __init__(self, method, charges: torch.Tensor, charge_labels: torch.Tensor):
         super().__init__()
         self.method, self.charges, self.charge_labels = method, charges.double(), charge_labels
 
     def forward(self, x, timesteps, class_labels):
-        lo, hi = math.log(self.method.cfg.z_min), math.log(self.method.cfg.z_max)
-        z = torch.exp(timesteps.double() / 1000 * (hi - lo) + lo)
+        cfg = self.method.cfg
+        if cfg.time_input == "z":
+            z = timesteps.double()
+        else:
+            lo, hi = math.log(cfg.z_min), math.log(cfg.z_max)
+            z = torch.exp(timesteps.double() / 1000 * (hi - lo) + lo)
+        if cfg.input_scale == "edm":  # the method fed x / sqrt(z^2 + 0.25)
+            x = x.double() * torch.sqrt(z**2 + 0.25).view(-1, 1, 1, 1)
         v_x, v_z = poisson.empirical_field(
-            x.flatten(1).double(), z, self.charges, self.method.cfg.gamma, labels=class_labels, charge_labels=self.charge_labels
+            x.flatten(1).double(), z, self.charges, cfg.gamma, labels=class_labels, charge_labels=self.charge_labels
         )
         b, c, h, w = x.shape
         return torch.cat([v_x.view(b, c, h, w), v_z.view(b, 1, 1, 1).expand(b, 1, h, w)], 1).float()

@@ -77,3 +77,19 @@ def test_ema_follows_its_half_life_rule(rampup):
     if rampup == 0:
         assert ema_decay_at(7, decay, 0.0) == pytest.approx(decay)
     assert ema_decay_at(1500, 0.999, 0.05) == pytest.approx(0.5 ** (1 / 75))  # a short run: half-life 75 steps
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+def test_pfgm_field_target_sees_labels_only_when_conditional(tmp_path, data_root, conditional):
+    cfg = load_recipe(write_tiny_recipe(tmp_path / "tiny.toml", "pfgm"))
+    split = load_split("bloodmnist", 28, "train", data_root)
+    cfg = resolve_config(dataclasses.replace(cfg, conditional=conditional), split.images)
+    trainer = Trainer(cfg, split, torch.device("cpu"))
+    assert (trainer.net.num_class_embeds is not None) == conditional
+    images = torch.as_tensor(split.images[:128]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    labels = torch.as_tensor(split.labels[:128])
+    shuffled = labels[torch.randperm(128, generator=torch.Generator().manual_seed(0))]
+    with torch.no_grad():
+        losses = [trainer.method.loss(trainer.net, images, y, torch.Generator().manual_seed(1)).item() for y in (labels, shuffled)]
+    # other labels move the charges each point sees (and the class embedding): a conditional loss changes
+    assert (losses[0] != losses[1]) == conditional

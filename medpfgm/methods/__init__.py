@@ -18,7 +18,7 @@ from medpfgm.methods.pfgmpp import PFGMPP
 def build_method(cfg: RunConfig, image_shape: tuple[int, int, int]):
     """The method object of a resolved run configuration, for images of ``image_shape`` (C, H, W)."""
     if cfg.method == "pfgm":
-        return PFGM(cfg.pfgm, image_shape, batch_size=cfg.train.batch_size)
+        return PFGM(cfg.pfgm, image_shape, batch_size=cfg.train.batch_size, conditional=cfg.conditional)
     if cfg.method == "pfgmpp":
         return PFGMPP(cfg.pfgmpp, image_shape)
     if cfg.method == "ddpm":

@@ -9,7 +9,9 @@ import torch
 
 from medpfgm.config import PFGMConfig
 from medpfgm.nets import log_timestep
-from medpfgm.physics import poisson
+from medpfgm.physics import pfgmpp, poisson
+
+SIGMA_DATA = 0.5  # pixel std of [-1, 1] images, as in EDM: the scale of ``input_scale = "edm"``
 
 
 def resolve_scales(cfg: PFGMConfig, mean_norm: float, n_dim: int) -> PFGMConfig:
@@ -26,18 +28,25 @@ def resolve_scales(cfg: PFGMConfig, mean_norm: float, n_dim: int) -> PFGMConfig:
 
 class PFGM:
     """The network f(x, z, c) -> (v_x, v_z) predicts the normalised field; its last output channel,
-    averaged over pixels, is v_z. The noise level fed to the backbone is ln z mapped linearly so that
-    z_min -> 0 and z_max -> 1000 (the range of MONAI's sinusoidal embedding)."""
+    averaged over pixels, is v_z.
+
+    What the backbone sees is set by the config: ``time_input`` "lnz" maps ln z linearly so that
+    z_min -> 0 and z_max -> 1000 (the range of MONAI's sinusoidal embedding), "z" feeds raw z (the
+    official code); ``input_scale`` "raw" feeds the point as it is (norms up to upper_norm), "edm"
+    multiplies it by 1 / sqrt(z^2 + 0.25), the c_in of PFGM++ at D = 1 (whose kernel is PFGM's with
+    r = z). With ``conditional`` False every point sees every charge, whatever its label.
+    """
 
     solvers = ("rk45", "euler", "heun")
 
-    def __init__(self, cfg: PFGMConfig, image_shape: tuple[int, int, int], batch_size: int):
+    def __init__(self, cfg: PFGMConfig, image_shape: tuple[int, int, int], batch_size: int, conditional: bool = True):
         if cfg.z_max is None or cfg.m_max is None or cfg.upper_norm is None:
             raise ValueError("PFGM needs resolved m_max, z_max, upper_norm (see resolve_scales)")
         self.cfg = cfg
         self.image_shape = tuple(image_shape)
         self.n_dim = math.prod(image_shape)
         self.batch_size = batch_size
+        self.conditional = conditional
 
     def out_channels(self, in_channels: int) -> int:
         return in_channels + 1
@@ -48,8 +57,11 @@ class PFGM:
 
     def field(self, net, x: torch.Tensor, z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Network field: x (B, C, H, W), z (B,) -> v_x (B, N), v_z (B,)."""
-        c = self.image_shape[0]
-        out = net(x, timesteps=log_timestep(z, self.cfg.z_min, self.cfg.z_max), class_labels=labels)
+        c, cfg = self.image_shape[0], self.cfg
+        if cfg.input_scale == "edm":
+            x = x * pfgmpp.edm_preconditioning(z, SIGMA_DATA)[2].view(-1, 1, 1, 1).to(x.dtype)
+        timesteps = log_timestep(z, cfg.z_min, cfg.z_max) if cfg.time_input == "lnz" else z.float()
+        out = net(x, timesteps=timesteps, class_labels=labels)
         return out[:, :c].flatten(1), out[:, c].mean(dim=(1, 2))
 
     def loss(self, net, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -64,9 +76,10 @@ class PFGM:
         cfg, b = self.cfg, self.batch_size
         charges = images.flatten(1)
         y, z = poisson.perturb(charges[:b], cfg.m_max, cfg.sigma, cfg.tau, cfg.restrict_m, generator)
+        point_labels, charge_labels = (labels[:b], labels) if self.conditional else (None, None)
         with torch.no_grad():
             v_x, v_z = poisson.empirical_field(
-                y, z, charges, cfg.gamma, cfg.field_chunk, labels=labels[:b], charge_labels=labels
+                y, z, charges, cfg.gamma, cfg.field_chunk, labels=point_labels, charge_labels=charge_labels
             )
         p_x, p_z = self.field(net, y.view(b, *self.image_shape), z, labels[:b])
         w = self.n_dim if cfg.z_loss_weight is None else cfg.z_loss_weight
