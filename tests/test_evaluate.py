@@ -317,3 +317,30 @@ def test_adding_a_space_to_the_ladder_keeps_the_others(three_space_evaluators, r
     assert {"frd", "fid", "domain_fd"} <= set(merged["ranks"]) and merged["unavailable"] == {}
     assert all(merged["rungs"][r]["frd"] == first["rungs"][r]["frd"] for r in first["rungs"])
     assert merged["setup"]["weights"]["fid"]["sha256"] == "ab" * 32
+
+
+def test_quality_against_d_orders_every_d_and_places_pfgm_beside_them(tmp_path):
+    import json
+    import shutil
+
+    from medpfgm.evaluate.report import build_report
+
+    src = Path(__file__).resolve().parents[1] / "reports" / "bloodmnist_28"
+    folder = tmp_path / "bloodmnist_28"
+    shutil.copytree(src / "evaluations", folder / "evaluations")
+    page = build_report(folder).read_text()
+    assert "## Quality against D" not in page  # two D (128, inf) at Heun 18: no sweep yet
+    d128 = json.loads((folder / "evaluations" / "pfgmpp_d128_heun18.json").read_text())
+    for dim, fid in (("8", 40.0), ("2048", 30.0)):
+        record = json.loads(json.dumps(d128))
+        record["subject"]["label"] = f"pfgmpp_d{dim}"
+        record["score"]["fid"]["fd"] = {"mean": fid, "std": 1.0}
+        (folder / "evaluations" / f"pfgmpp_d{dim}_heun18.json").write_text(json.dumps(record))
+    page = build_report(folder).read_text()
+    section = page.split("## Quality against D")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| PFGM")]
+    assert [r.split(" | ")[0] for r in rows] == ["| PFGM++ D = 8", "| PFGM++ D = 128", "| PFGM++ D = 2048", "| PFGM++ D = ∞", "| PFGM (D = 1, large-batch field), best by FID"]
+    assert "| 30 ± 1 |" in rows[2] and "| 40 ± 1 |" in rows[0]
+    pfgm_best = min((json.loads(p.read_text()) for p in (folder / "evaluations").glob("pfgm_*.json")), key=lambda r: r["score"]["fid"]["fd"]["mean"])
+    assert pfgm_best["subject"]["setting"] in rows[-1]
+    assert (folder / "quality_vs_d.png").stat().st_size > 5000

@@ -126,6 +126,61 @@ def fid_table(records: list[dict], full: list[dict], floor: dict) -> list[str]:
     return lines
 
 
+D_SWEEP_SETTING = "heun 18"  # the setting at which every D is compared (PFGM++'s published sampler)
+
+
+def aug_dim_of(label: str) -> float | None:
+    """D of a PFGM++ model label ('pfgmpp_d128' -> 128.0, 'pfgmpp_dinf' -> inf); None for other models."""
+    if not label.startswith("pfgmpp_d"):
+        return None
+    text = label.removeprefix("pfgmpp_d")
+    return float("inf") if text == "inf" else float(text)
+
+
+def d_sweep_section(records: list[dict], floor: dict, path: Path) -> list[str]:
+    """'Quality against D': PFGM++ at every trained D (Heun 18) beside PFGM's best setting, table and figure.
+
+    Shown once three or more D have been scored at Heun 18.
+    """
+    sweep = sorted((r for r in records if aug_dim_of(r["subject"]["label"]) is not None and r["subject"].get("setting") == D_SWEEP_SETTING),
+                   key=lambda r: aug_dim_of(r["subject"]["label"]))  # fmt: skip
+    if len(sweep) < 3:
+        return []
+    pfgm = best_per_model([r for r in records if r["subject"]["label"] == "pfgm"], "fid" if "fid" in floor else "domain").get("pfgm")
+    metrics = [m for m in ("fid", "domain_fd", "class_fidelity") if m in summarize(floor)]
+    finite = [aug_dim_of(r["subject"]["label"]) for r in sweep if aug_dim_of(r["subject"]["label"]) != float("inf")]
+    inf_at = max(finite) * 16 if finite else 1.0  # where D = inf is drawn on the log axis
+    distances = [m for m in metrics if m != "class_fidelity"]
+    fig, axes = plt.subplots(1, len(distances), figsize=(5.2 * len(distances), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], distances):
+        xs = [min(aug_dim_of(r["subject"]["label"]), inf_at) for r in sweep]
+        ys = [summarize(r["score"])[metric] for r in sweep]
+        ax.errorbar(xs, [y["mean"] for y in ys], yerr=[y["std"] for y in ys], marker="o", capsize=2, label=f"PFGM++ ({D_SWEEP_SETTING})")
+        if pfgm is not None and metric in summarize(pfgm["score"]):
+            ax.plot([1], [summarize(pfgm["score"])[metric]["mean"]], "rs", label=f"PFGM, field estimator ({pfgm['subject']['setting']})")
+        ax.axhline(summarize(floor)[metric]["mean"], color="k", ls="--", lw=1, label="real floor")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ticks = sorted(set(xs) | ({1.0} if pfgm is not None else set()))
+        ax.set_xticks(ticks, [("∞" if x == inf_at else f"{x:g}") for x in ticks])
+        ax.set(xlabel="augmented dimension D", ylabel=COLUMNS[metric], title=f"{COLUMNS[metric]} against D (lower is better)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    figure = _save(fig, path)
+    rows = [[f"PFGM++ D = {r['subject']['label'].removeprefix('pfgmpp_d').replace('inf', '∞')}", r["subject"]["setting"], f"{r['subject']['step']}"]
+            + [_fmt(summarize(r["score"]).get(m)) for m in metrics] for r in sweep]  # fmt: skip
+    if pfgm is not None:
+        rows.append([f"PFGM (D = 1, large-batch field), best by {COLUMNS[metrics[0]]}", pfgm["subject"]["setting"], f"{pfgm['subject']['step']}"]
+                    + [_fmt(summarize(pfgm["score"]).get(m)) for m in metrics])  # fmt: skip
+    rows.append(["**real test vs train (floor)**", "–", "–"] + [_fmt(summarize(floor).get(m)) for m in metrics])
+    lines = ["## Quality against D", "", f"PFGM++ trained at each D with the same recipe, budget and seed, sampled with {D_SWEEP_SETTING} "
+             "(`benchmarks/d_sweep.py`). D = 1 in PFGM++ shares PFGM's perturbation kernel and prior but learns the per-sample "
+             "denoising target with EDM preconditioning; PFGM learns the empirical field of a large batch. Comparing the two "
+             "separates the estimator from the geometry.", ""]
+    lines += _table(["model", "sampler", "steps", *[COLUMNS[m] for m in metrics]], rows)
+    return lines + ["", f"![quality against D]({figure.name})", ""]
+
+
 def large_n_text(record: dict) -> str:
     """'heun 18: 12.3 at n 2000 (floor 4.5 at n 2000)', with the model at the floor's n where that is smaller."""
     score, floor, n_floor = record["score"], record["floor"]["fid"], record["n_floor"]
@@ -233,6 +288,7 @@ def build_report(folder: str | Path) -> Path:
         lines += notes + ([""] if notes else [])
         full = load_evaluations(folder, "evaluations_full")
         lines += fid_table(records, full, floor)
+        lines += d_sweep_section(records, floor, folder / "quality_vs_d.png")
         curve = plot_quality_vs_nfe(records, folder / "quality_vs_nfe.png", summarize(floor))
         if curve:
             lines += ["## Quality against NFE", "", f"![quality vs NFE]({curve.name})", ""]
