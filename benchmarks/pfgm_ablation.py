@@ -1,13 +1,14 @@
 """Why `--method pfgm` trails the official PFGM: one factor at a time against the recipe, at equal steps.
 
-    python benchmarks/pfgm_ablation.py [--arms baseline,zw1,...] [--steps 1500] [--page-only]
+    python benchmarks/pfgm_ablation.py [--arms baseline,zw1,...] [--steps 1500[,3000,...]] [--page-only]
 
 Each arm is the BloodMNIST 28 px PFGM recipe (`recipes/pfgm/bloodmnist_28.toml`) with one change, trained
-on the whole training split to ``--steps`` (same seed for all; a killed run resumes from its last
-checkpoint, and a finished one is extended by a larger ``--steps``). Sample-only arms reuse another arm's
-network with a different sampling constant. Every arm is scored the way the official code was scored in
-issue 15: 400 images (labels in the training split's class proportions) drawn by Euler with 100 steps
-uniform in ln z, compared class-agnostically with one fixed block of 400 test images, in the evaluation
+on the whole training split to each budget of ``--steps`` in turn and scored there (same seed for all; a
+killed run resumes from its last checkpoint, a finished one is extended by a larger budget, and a score
+that exists is kept). Sample-only arms reuse another arm's network with a different sampling constant;
+arm ``pfgmpp_d128`` is PFGM++ D = 128 from its own recipe, the reference. Every arm is scored the way the
+official code was scored in issue 15: 400 images (labels in the training split's class proportions)
+drawn by Euler with 100 steps uniform in ln z (PFGM++: Heun 18), compared class-agnostically with one fixed block of 400 test images, in the evaluation
 classifier's feature space (domain FD) and Inception's (FID); the real-vs-real floor is a second,
 disjoint block of 400 test images against the same block. Also kept: the fraction of raw pixel values
 outside [-1, 1] before clipping, the median sample norm (the data's is about 28.9) and the class
@@ -27,6 +28,7 @@ import os
 import sys
 import time
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,30 +49,41 @@ from medpfgm.sample import batch_generator, solve  # noqa: E402
 from medpfgm.train import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "recipes" / "pfgm" / "bloodmnist_28.toml"
 OUT = ROOT / "reports" / "bloodmnist_28" / "pfgm_ablation"
-N, BLOCK_SEED, SOLVER, SOLVER_STEPS, BATCH = 400, 0, "euler", 100, 200
+N, BLOCK_SEED, BATCH = 400, 0, 200
+SAMPLERS = {"pfgm": ("euler", 100), "pfgmpp": ("heun", 18)}  # official PFGM's Euler 100 in ln z; PFGM++'s Heun 18
 
-# name: (what changes, recipe overrides, sample-only: (arm whose network is used, PFGM overrides) or None)
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm: what changes against the method's recipe; a sample-only arm reuses another arm's network."""
+
+    change: str
+    overrides: dict = field(default_factory=dict)
+    method: str = "pfgm"
+    reuse: str | None = None  # sample-only: the arm whose network is sampled
+    sample_overrides: dict = field(default_factory=dict)  # PFGM constants changed at sampling only
+
+
 ARMS = {
-    "baseline": ("the recipe as committed (w = N, B_L 2,048 class-conditional, ln z time, raw input, EMA ramp-up 0.05)", {}, None),
-    "zw1": ("v_z loss weight 1 (official)", {"pfgm": {"z_loss_weight": 1.0}}, None),
-    "zw48": ("v_z loss weight 48 (about sqrt N, between)", {"pfgm": {"z_loss_weight": 48.0}}, None),
-    "fb1024": ("field batch B_L 1,024", {"pfgm": {"field_batch": 1024}}, None),
-    "fb8192": ("field batch B_L 8,192 (~1,000 charges per class)", {"pfgm": {"field_batch": 8192}}, None),
-    "uncond": ("unconditional network and field (official)", {"conditional": False}, None),
-    "rawz": ("time input raw z (official) instead of ln z mapped to 0..1000", {"pfgm": {"time_input": "z"}}, None),
-    "edmin": ("input scaled by 1/sqrt(z^2 + 0.25) (PFGM++ D = 1's c_in)", {"pfgm": {"input_scale": "edm"}}, None),
-    "plainema": ("plain EMA 0.999 from the first step (the committed runs' EMA)", {"train": {"ema_rampup": 0.0}}, None),
-    "clipall": ("gradient clipped at norm 0.01, i.e. at every step, as the official 0.5-sum loss is at clip 1", {"train": {"grad_clip": 0.01}}, None),
-    "official": (
+    "baseline": Arm("the recipe as committed (w = N, B_L 2,048 class-conditional, ln z time, raw input, EMA ramp-up 0.05)"),
+    "zw1": Arm("v_z loss weight 1 (official)", {"pfgm": {"z_loss_weight": 1.0}}),
+    "zw48": Arm("v_z loss weight 48 (about sqrt N, between)", {"pfgm": {"z_loss_weight": 48.0}}),
+    "fb1024": Arm("field batch B_L 1,024", {"pfgm": {"field_batch": 1024}}),
+    "fb8192": Arm("field batch B_L 8,192 (~1,000 charges per class)", {"pfgm": {"field_batch": 8192}}),
+    "uncond": Arm("unconditional network and field (official)", {"conditional": False}),
+    "rawz": Arm("time input raw z (official) instead of ln z mapped to 0..1000", {"pfgm": {"time_input": "z"}}),
+    "edmin": Arm("input scaled by 1/sqrt(z^2 + 0.25) (PFGM++ D = 1's c_in)", {"pfgm": {"input_scale": "edm"}}),
+    "plainema": Arm("plain EMA 0.999 from the first step (the committed runs' EMA)", {"train": {"ema_rampup": 0.0}}),
+    "clipall": Arm("gradient clipped at norm 0.01, i.e. at every step, as the official 0.5-sum loss is at clip 1", {"train": {"grad_clip": 0.01}}),
+    "official": Arm(
         "all official settings at once: unconditional, raw z, w = 1, B_L 1,024, clipped every step",
         {"conditional": False, "pfgm": {"time_input": "z", "z_loss_weight": 1.0, "field_batch": 1024}, "train": {"grad_clip": 0.01}},
-        None,
     ),
-    "warmup5k": ("learning-rate warm-up 5,000 steps (official default)", {"train": {"warmup_steps": 5000}}, None),
-    "zexp1": ("small-z switch z_exp 1 instead of 5 (sampling only, baseline network)", {}, ("baseline", {"z_exp": 1.0})),
-    "zexp0": ("no small-z switch (z_exp 0; sampling only, baseline network)", {}, ("baseline", {"z_exp": 0.0})),
+    "warmup5k": Arm("learning-rate warm-up 5,000 steps (official default)", {"train": {"warmup_steps": 5000}}),
+    "zexp1": Arm("small-z switch z_exp 1 instead of 5 (sampling only, baseline network)", reuse="baseline", sample_overrides={"z_exp": 1.0}),
+    "zexp0": Arm("no small-z switch (z_exp 0; sampling only, baseline network)", reuse="baseline", sample_overrides={"z_exp": 0.0}),
+    "pfgmpp_d128": Arm("PFGM++ D = 128, its recipe (recipes/pfgmpp/bloodmnist_28.toml), Heun 18: the reference", method="pfgmpp"),
 }
 
 
@@ -83,7 +96,8 @@ def merged(base: dict, overrides: dict) -> dict:
 
 
 def arm_config(name: str, steps: int) -> RunConfig:
-    recipe = merged(tomllib.loads(RECIPE.read_text()), ARMS[name][1])
+    arm = ARMS[name]
+    recipe = merged(tomllib.loads((ROOT / "recipes" / arm.method / "bloodmnist_28.toml").read_text()), arm.overrides)
     recipe["train"]["steps"] = steps
     return RunConfig.from_dict(recipe, source=f"arm {name}")
 
@@ -103,11 +117,12 @@ def real_blocks(test) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sample_raw(run, labels: np.ndarray, seed: int = 0) -> tuple[torch.Tensor, int, float]:
-    """Raw (unclipped) samples (n, C, H, W) float32 for ``labels``, the NFE per batch and the seconds."""
+    """Raw (unclipped) samples (n, C, H, W) float32 for ``labels`` with the method's sampler (SAMPLERS),
+    the NFE per batch and the seconds."""
     parts, nfe, t0 = [], 0, time.perf_counter()
     for k, start in enumerate(range(0, len(labels), BATCH)):
         batch = torch.as_tensor(labels[start : start + BATCH])
-        x, nfe = solve(run.method, run.net, batch, SOLVER, SOLVER_STEPS, generator=batch_generator(seed, k))
+        x, nfe = solve(run.method, run.net, batch, *SAMPLERS[run.cfg.method], generator=batch_generator(seed, k))
         parts.append(x)
         print(f"  sampled {start + len(batch)}/{len(labels)} ({time.perf_counter() - t0:.0f} s)", flush=True)
     return torch.cat(parts), nfe, time.perf_counter() - t0
@@ -115,10 +130,9 @@ def sample_raw(run, labels: np.ndarray, seed: int = 0) -> tuple[torch.Tensor, in
 
 def score_arm(name: str, run_dir: Path, spaces: list, classifier, train_split, test_split, device) -> Path:
     """Sample and score one arm at its run's current step; writes step<k>.json and a picture."""
-    run = load_run(run_dir, device)
-    sample_only = ARMS[name][2]
-    if sample_only:
-        run.method.cfg = dataclasses.replace(run.method.cfg, **sample_only[1])
+    run, arm = load_run(run_dir, device), ARMS[name]
+    if arm.sample_overrides:
+        run.method.cfg = dataclasses.replace(run.method.cfg, **arm.sample_overrides)
     out = OUT / name / f"step{run.step}.json"
     if out.is_file():
         return out
@@ -128,13 +142,14 @@ def score_arm(name: str, run_dir: Path, spaces: list, classifier, train_split, t
     reference, floor_block = real_blocks(test_split)
     record = {
         "arm": name,
-        "change": ARMS[name][0],
-        "overrides": ARMS[name][1],
-        "sample_overrides": sample_only[1] if sample_only else {},
+        "change": arm.change,
+        "method": run.cfg.method,
+        "overrides": arm.overrides,
+        "sample_overrides": arm.sample_overrides,
         "run": str(run_dir.relative_to(ROOT)),
         "step": run.step,
         "train_seconds": last_log(run_dir).get("train_seconds"),
-        "sampler": {"solver": SOLVER, "steps": SOLVER_STEPS, "nfe": nfe, "n": N, "seconds": round(seconds, 1)},
+        "sampler": {"solver": SAMPLERS[run.cfg.method][0], "steps": SAMPLERS[run.cfg.method][1], "nfe": nfe, "n": N, "seconds": round(seconds, 1)},
         "out_of_range": float((raw.abs() > 1).float().mean()),
         "median_norm": float(raw.flatten(1).norm(dim=1).median()),
         "class_fidelity": float((predict_proba(classifier, images).argmax(1) == labels).mean()) if run.cfg.conditional else None,
@@ -147,7 +162,7 @@ def score_arm(name: str, run_dir: Path, spaces: list, classifier, train_split, t
         record[space.name] = space.distance(ref_f, space.extract(images))
         record[f"{space.name}_floor"] = space.distance(ref_f, cached_features(space, floor_block))
     write_json(out, record)
-    class_grid(images, labels, class_names("bloodmnist"), out.with_suffix(".png"), per_class=10, title=f"{name}, step {run.step}, Euler 100")
+    class_grid(images, labels, class_names("bloodmnist"), out.with_suffix(".png"), per_class=10, title=f"{name}, step {run.step}, {' '.join(map(str, SAMPLERS[run.cfg.method]))}")
     print(f"{name} step {run.step}: domain FD {record['domain']:.1f}, FID {record.get('fid', math.nan):.1f}, out of range {record['out_of_range']:.1%}", flush=True)
     return out
 
@@ -172,7 +187,7 @@ def write_page(scores: list[dict]) -> Path:
         "",
         "Made by `python benchmarks/pfgm_ablation.py` (see its docstring for the protocol). Each arm is the recipe",
         "`recipes/pfgm/bloodmnist_28.toml` with one change, trained on the whole training split with seed 0 and scored with",
-        f"{N} samples (Euler {SOLVER_STEPS}, uniform in ln z) against one fixed block of {N} test images, class-agnostic.",
+        f"{N} samples (PFGM: Euler 100, uniform in ln z; PFGM++: Heun 18) against one fixed block of {N} test images, class-agnostic.",
         f"Real-vs-real floor (a disjoint block of {N} test images): domain FD {floor['domain_floor']:.2f}"
         + (f", FID {floor['fid_floor']:.1f}." if "fid_floor" in floor else "."),
         "The official PFGM (issue 15, same scoring): domain FD 26,328 at 450 steps and **73.4 at 1,500 steps**.",
@@ -199,7 +214,7 @@ def write_page(scores: list[dict]) -> Path:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arms", default=",".join(ARMS), help="comma-separated arm names")
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", default="1500", help="comma-separated step budgets: each arm is trained to each in turn and scored there")
     p.add_argument("--page-only", action="store_true")
     args = p.parse_args()
     arms = args.arms.split(",")
@@ -212,11 +227,9 @@ def main() -> None:
         classifier, _ = checked_classifier(ROOT / "reports" / "bloodmnist_28" / "classifier", "bloodmnist", 28, device)
         spaces, unavailable = build_spaces(["fid"], classifier, None, device)
         for name in arms:
-            source = ARMS[name][2][0] if ARMS[name][2] else name
-            run_dir = OUT / source / "run"
-            if not ARMS[name][2]:
-                run_dir = train_arm(name, args.steps, device)
-            score_arm(name, run_dir, spaces, classifier, train_split, test_split, device)
+            for steps in (int(s) for s in args.steps.split(",")):
+                run_dir = OUT / ARMS[name].reuse / "run" if ARMS[name].reuse else train_arm(name, steps, device)
+                score_arm(name, run_dir, spaces, classifier, train_split, test_split, device)
     print(write_page(load_scores()))
 
 

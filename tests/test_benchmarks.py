@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ def load_benchmark(name: str):
     """A script of benchmarks/ as a module (the folder is not a package)."""
     spec = importlib.util.spec_from_file_location(f"benchmark_{name}", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -125,3 +127,23 @@ def test_field_fidelity_of_the_exact_field_is_perfect(fidelity, data_root):
         assert r["cos_v_x"] == pytest.approx(1.0, abs=1e-4) and r["speed_ratio"] == pytest.approx(1.0, abs=1e-3)
         assert r["v_z_net"] == pytest.approx(r["v_z_target"], rel=1e-4)
     assert torch.cdist(end.flatten(1), charges).min(1).values.max() < 0.5  # Euler 40 ends near its charge
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def test_every_pfgm_ablation_arm_changes_only_what_it_names():
+    ablation = load_benchmark("pfgm_ablation")
+    for name, arm in ablation.ARMS.items():
+        if arm.reuse:
+            assert arm.reuse in ablation.ARMS and not ablation.ARMS[arm.reuse].reuse and arm.sample_overrides
+            continue
+        base = _flat(ablation.RunConfig.from_dict(ablation.tomllib.loads((ROOT / "recipes" / arm.method / "bloodmnist_28.toml").read_text())).to_dict())
+        cfg = _flat(ablation.arm_config(name, 1500).to_dict())
+        changed = {k for k in cfg if cfg[k] != base[k]} - {"train.steps"}
+        assert changed == set(_flat(arm.overrides)), name  # an override that names no field, or repeats the recipe, fails
+        assert cfg["train.steps"] == 1500
