@@ -23,7 +23,7 @@ from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score, roc
 from tqdm.auto import tqdm
 
 from medpfgm.data import random_flips, to_unit_range
-from medpfgm.errors import MedpfgmError
+from medpfgm.errors import MedpfgmError, shorten
 from medpfgm.io import atomic_write, sha256_of, write_json
 
 
@@ -196,5 +196,5 @@ def load_classifier(folder: str | Path, device: torch.device | str = "cpu") -> t
     try:
         net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     except Exception as exc:
-        raise MedpfgmError(f"classifier weights '{weights}' cannot be loaded ({str(exc).splitlines()[0][:120]})") from None
+        raise MedpfgmError(f"classifier weights '{weights}' cannot be loaded ({shorten(str(exc), 120)})") from None
     return net.to(device).eval(), meta

@@ -5,19 +5,42 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import click
 import numpy as np
 
-from medpfgm.errors import MedpfgmError
+from medpfgm.errors import MedpfgmError, shorten
 
 DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_METHOD = "pfgm"  # of `train`, and the run folder `synthesize` and `evaluate` use without --run
 
 
 def _positive(name: str, value: int | None) -> None:
     if value is not None and value <= 0:
         raise MedpfgmError(f"{name} must be a positive integer, got {value}")
+
+
+def _check_device(name: str) -> str:
+    """The cheap half of the device check (the name); whether CUDA is there is asked once torch loads."""
+    if name not in DEVICES:
+        raise MedpfgmError(f"unknown device '{name}'; choose one of: {', '.join(DEVICES)}")
+    return name
+
+
+def _writable(path: str | Path, flag: str = "--out") -> Path:
+    """``path`` if a file can be written there (its folder is made if missing); checked before any work."""
+    path = Path(path)
+    if path.is_dir():
+        raise MedpfgmError(f"{flag} '{path}' is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".check"):
+            pass
+    except OSError as exc:
+        raise MedpfgmError(f"cannot write {flag} '{path}' ({exc.strerror or exc})") from None
+    return path
 
 
 def _options(*decorators):
@@ -50,7 +73,7 @@ def cli() -> None:
 @cli.command()
 @click.option("--dataset", default="bloodmnist", show_default=True, help="bloodmnist, dermamnist or retinamnist.")
 @click.option("--size", type=int, default=28, show_default=True, help="Image size: 28, 64, 128 or 224.")
-@click.option("--method", default="pfgm", show_default=True, help="pfgm (D = 1), pfgmpp (any D) or ddpm.")
+@click.option("--method", default=DEFAULT_METHOD, show_default=True, help="pfgm (D = 1), pfgmpp (any D) or ddpm.")
 @click.option("--aug-dim", help="PFGM++ augmented dimension D: 1, an integer >= 2, or inf (EDM).")
 @click.option("--recipe", type=click.Path(dir_okay=False), help="Recipe file (default: recipes/<method>/<dataset>_<size>.toml).")
 @click.option("--steps", type=int, help="Total optimizer steps (overrides the recipe; with --resume, moves the run's saved target).")
@@ -63,13 +86,12 @@ def cli() -> None:
 @runtime_options
 def train(dataset, size, method, aug_dim, recipe, steps, batch_size, field_batch, run_dir, resume, data_root, no_verify, device, seed, quiet):
     """Train a class-conditional generative model on one MedMNIST dataset and size."""
+    from medpfgm.catalog import check_dataset, check_size
     from medpfgm.config import canonical_aug_dim, default_recipe, load_recipe
-    from medpfgm.data import check_dataset, check_size
-    from medpfgm.run import select_device
-    from medpfgm.train import train as run_training
 
     check_dataset(dataset)
     check_size(size)
+    _check_device(device)
     for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--field-batch", field_batch)):
         _positive(name, value)
     if recipe:
@@ -91,6 +113,11 @@ def train(dataset, size, method, aug_dim, recipe, steps, batch_size, field_batch
     if seed is not None:
         cfg.seed = seed
     run_dir = run_dir or f"runs/{cfg.label}_{cfg.dataset}_{cfg.size}"
+    if Path(run_dir).is_file():
+        raise MedpfgmError(f"--run '{run_dir}' is a file; give a folder for the run")
+    from medpfgm.run import select_device  # torch loads here, after every cheap check
+    from medpfgm.train import train as run_training
+
     summary = run_training(
         run_dir, cfg, select_device(device), resume, data_root, verify=not no_verify, progress=not quiet, steps=steps
     )
@@ -100,8 +127,16 @@ def train(dataset, size, method, aug_dim, recipe, steps, batch_size, field_batch
     )
 
 
+run_choice = _options(
+    click.option("--run", "run_dir", type=click.Path(), help="A run folder made by `medpfgm train` (default: runs/<model>_<dataset>_<size> of --method/--dataset/--size)."),
+    click.option("--method", default=DEFAULT_METHOD, show_default=True, help="With no --run: the method whose default run folder is used."),
+)
+
+
 @cli.command()
-@click.option("--run", "run_dir", required=True, type=click.Path(), help="A run folder made by `medpfgm train`.")
+@run_choice
+@click.option("--dataset", default="bloodmnist", show_default=True, help="With no --run: the dataset of the default run folder.")
+@click.option("--size", type=int, default=28, show_default=True, help="With no --run: the size of the default run folder.")
 @click.option("--class", "class_id", type=int, help="Class index; default: all classes, equally many.")
 @click.option("-n", "n", type=int, required=True, help="Number of images in all.")
 @click.option("--solver", help="pfgm, pfgmpp: rk45, euler, heun; ddpm: ddpm, ddim (default: the run's recipe).")
@@ -110,46 +145,47 @@ def train(dataset, size, method, aug_dim, recipe, steps, batch_size, field_batch
 @click.option("--atol", type=float, help="RK45 absolute tolerance.")
 @click.option("--batch-size", type=int, help="Images integrated together.")
 @click.option("--z-exp", type=float, help="PFGM only: below this z, v_z comes from the small-z formula (default: the run's recipe).")
-@click.option("--out", type=click.Path(dir_okay=False), help="Output .npz (default: <run>/samples/<class>_<solver>.npz); a PNG grid is written beside it.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Output .npz (default: samples/<model>_<dataset>_<size>/<class>_<solver>_n<n>_seed<seed>.npz, outside the run folder); a PNG grid is written beside it.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @runtime_options
-def synthesize(run_dir, class_id, n, solver, steps, rtol, atol, batch_size, z_exp, out, seed, device, quiet):
+def synthesize(run_dir, method, dataset, size, class_id, n, solver, steps, rtol, atol, batch_size, z_exp, out, seed, device, quiet):
     """Sample class-conditional images from a trained run into a MedMNIST-layout .npz and a PNG grid."""
-    from medpfgm.data import check_class
-    from medpfgm.figures import class_grid
-    from medpfgm.io import ensure_dir, save_images_npz
-    from medpfgm.run import load_run, read_config, select_device
-    from medpfgm.sample import check_solver, generate, partial_path
+    from medpfgm.catalog import check_class, check_dataset, check_size
+    from medpfgm.config import read_run_config, resolve_run_dir
 
     _positive("-n", n)
     _positive("--steps", steps)
     _positive("--batch-size", batch_size)
+    _check_device(device)
+    run_dir = resolve_run_dir(run_dir, method, check_dataset(dataset), check_size(size))
+    pre = read_run_config(run_dir)  # the cheap arguments are checked before torch loads
+    if class_id is not None:
+        check_class(pre.dataset, class_id)
+    if z_exp is not None and (pre.method != "pfgm" or z_exp < 0):
+        raise MedpfgmError(f"--z-exp takes a value >= 0 for pfgm runs only (got {z_exp} for a {pre.method} run)")
+    solver = solver or pre.sample.solver
+    tag = f"class{class_id}" if class_id is not None else "all"
+    out = _writable(out or Path("samples") / f"{pre.label}_{pre.dataset}_{pre.size}" / f"{tag}_{solver}_n{n}_seed{seed}.npz")
+
+    from medpfgm.figures import class_grid
+    from medpfgm.io import save_images_npz
+    from medpfgm.run import load_run, select_device
+    from medpfgm.sample import check_solver, generate, partial_path
+
     dev = select_device(device)
-    if not (Path(run_dir) / "config.json").is_file() and Path(run_dir).is_dir():
-        raise MedpfgmError(f"'{run_dir}' is not a run folder (no config.json); train one with `medpfgm train --run DIR`")
-    if Path(run_dir).is_dir():
-        pre = read_config(run_dir)  # validate the cheap arguments before loading weights
-        if class_id is not None:
-            check_class(pre.dataset, class_id)
     run = load_run(run_dir, dev)
     if z_exp is not None:
-        if run.cfg.method != "pfgm" or z_exp < 0:
-            raise MedpfgmError(f"--z-exp takes a value >= 0 for pfgm runs only (got {z_exp} for a {run.cfg.method} run)")
         run.method.cfg = dataclasses.replace(run.method.cfg, z_exp=z_exp)
     sc = run.cfg.sample
-    solver = solver or sc.solver
     check_solver(run, solver)
-    names = run.class_names
-    labels = np.full(n, class_id) if class_id is not None else np.arange(n) % len(names)
-    tag = f"class{class_id}" if class_id is not None else "all"
-    out = Path(out) if out else run.paths.samples / f"{tag}_{solver}_n{n}_seed{seed}.npz"
-    ensure_dir(out.parent)
+    labels = np.full(n, class_id) if class_id is not None else np.arange(n) % len(run.class_names)
     images, nfes, seconds = generate(
         run, labels, solver, steps or sc.steps, rtol or sc.rtol, atol or sc.atol, batch_size or sc.batch_size, seed, dev,
         progress=not quiet, resume=partial_path(out),
     )  # fmt: skip
     save_images_npz(out, images, labels.astype(np.int64), nfe=np.asarray(nfes))
-    grid = class_grid(images, labels, names, out.with_suffix(".png"), title=f"{run.paths.root.name} step {run.step}, {solver}, NFE {np.mean(nfes):.0f}")
+    title = f"{run.cfg.label} {run.cfg.dataset} {run.cfg.size}px ({run_dir}), step {run.step}, {solver} NFE {np.mean(nfes):.0f}"
+    grid = class_grid(images, labels, run.class_names, out.with_suffix(".png"), title=title)
     click.echo(
         f"wrote {out} and {grid}: {n} images ({tag}), {solver} NFE {np.mean(nfes):.0f} per batch, "
         f"{seconds:.1f} s ({100 * seconds / n:.1f} s per 100 images)"
@@ -211,10 +247,10 @@ def classify(dataset, size, out, train_file, synthetic_only, epochs, steps, widt
 
 
 @cli.command()
-@click.option("--run", "run_dir", type=click.Path(), help="A run folder: its samples are made with --solver/--steps.")
+@run_choice
 @click.option("--samples", type=click.Path(dir_okay=False), help="Or a samples .npz (images, labels), with --dataset.")
-@click.option("--dataset", help="Dataset of --samples or --ladder (a run knows its own).")
-@click.option("--size", type=int, help="Size of --ladder (default 28; a run or samples file knows its own).")
+@click.option("--dataset", help="Dataset of --samples, --ladder or the default run folder (default bloodmnist; a run knows its own).")
+@click.option("--size", type=int, help="Size of --ladder or the default run folder (default 28; a run or samples file knows its own).")
 @click.option("--solver", help="pfgm, pfgmpp: rk45, euler, heun; ddpm: ddpm, ddim (default: the run's recipe).")
 @click.option("--steps", type=int, help="Steps of euler/heun/ddpm/ddim (default: the run's recipe).")
 @click.option("--rtol", type=float, help="RK45 tolerance (rtol = atol; default: the run's recipe).")
@@ -231,20 +267,30 @@ def classify(dataset, size, out, train_file, synthetic_only, epochs, steps, widt
 @click.option("--seed", type=int, default=0, show_default=True)
 @data_options
 @runtime_options
-def evaluate(run_dir, samples, dataset, size, solver, steps, rtol, n, metrics, classifier_dir, fid_weights, repeats, ladder, full_reference, reports_root, out, batch_size, seed, data_root, no_verify, device, quiet):
+def evaluate(run_dir, method, samples, dataset, size, solver, steps, rtol, n, metrics, classifier_dir, fid_weights, repeats, ladder, full_reference, reports_root, out, batch_size, seed, data_root, no_verify, device, quiet):
     """Score a run (or a samples file) against real data: domain Fréchet distance, FRD, FID, KID, PRDC, class fidelity."""
-    from medpfgm.data import check_dataset, check_size, class_names, load_split
+    from medpfgm.catalog import check_dataset, check_size, class_names, parse_metrics
+    from medpfgm.config import read_run_config, resolve_run_dir
+
+    names = parse_metrics(metrics)
+    for name, value in (("-n", n), ("--steps", steps), ("--repeats", repeats), ("--batch-size", batch_size)):
+        _positive(name, value)
+    if sum(map(bool, (run_dir, samples, ladder))) > 1:
+        raise MedpfgmError("give at most one of --run, --samples or --ladder (none: the default run folder of --method/--dataset/--size)")
+    if full_reference and ladder:
+        raise MedpfgmError("--full-reference scores a model (--run or --samples), not the ladder")
+    _check_device(device)
+    if not (samples or ladder):
+        run_dir = resolve_run_dir(run_dir, method, check_dataset(dataset or "bloodmnist"), check_size(size or 28))
+        read_run_config(run_dir)
+    if out:
+        _writable(out)
+
+    from medpfgm.data import load_split  # torch loads here, after the cheap checks
     from medpfgm.evaluate import pipeline as P
     from medpfgm.evaluate.protocol import ImageSet, stratified_counts
     from medpfgm.run import load_run, select_device
 
-    for name, value in (("-n", n), ("--steps", steps), ("--repeats", repeats), ("--batch-size", batch_size)):
-        _positive(name, value)
-    if sum(map(bool, (run_dir, samples, ladder))) != 1:
-        raise MedpfgmError("give exactly one of --run, --samples or --ladder")
-    if full_reference and ladder:
-        raise MedpfgmError("--full-reference scores a model (--run or --samples), not the ladder")
-    names = P.parse_metrics(metrics)
     dev = select_device(device)
     note = (lambda msg: click.echo(msg, err=True)) if not quiet else (lambda msg: None)
     run = load_run(run_dir, dev) if run_dir else None
@@ -373,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         cli.main(args=argv, prog_name="medpfgm", standalone_mode=False)
     except MedpfgmError as exc:
         click.echo(f"error: {exc}", err=True)
-        return 2
+        return getattr(exc, "exit_code", 2)
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         return exc.exit_code or 2
@@ -383,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line, the traceback on request
         if os.environ.get("MEDPFGM_DEBUG"):
             raise
-        click.echo(f"error: internal error {type(exc).__name__}: {str(exc)[:200]} (MEDPFGM_DEBUG=1 shows the traceback)", err=True)
+        click.echo(f"error: internal error {type(exc).__name__}: {shorten(str(exc), 200)} (MEDPFGM_DEBUG=1 shows the traceback)", err=True)
         return 1
     return 0
 

@@ -9,18 +9,29 @@ another file. The resolved configuration (data-derived constants filled in) is s
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medpfgm.data import check_dataset, check_size
+from medpfgm.catalog import check_dataset, check_size
 from medpfgm.errors import MedpfgmError
-from medpfgm.nets import NetConfig
 
 METHODS = ("pfgm", "pfgmpp", "ddpm")
 PFGM_CHOICES = {"time_input": ("lnz", "z"), "input_scale": ("raw", "edm")}
+
+
+@dataclass
+class NetConfig:
+    """Backbone size. ``channels`` has one entry per resolution level (each but the last halves H, W)."""
+
+    channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    num_res_blocks: int = 1
+    attention_levels: list[bool] = field(default_factory=lambda: [False, False, True])
+    norm_num_groups: int = 16
+    num_head_channels: int = 32
 
 
 @dataclass
@@ -37,6 +48,7 @@ class TrainConfig:
     amp: bool = False  # bfloat16 autocast for the network on CUDA; ignored on CPU
     log_every: int = 10
     checkpoint_every: int = 250
+    checkpoint_minutes: float = 5.0  # also checkpoint when this long has passed since the last one: a kill loses minutes, not hours
 
 
 @dataclass
@@ -189,3 +201,45 @@ def load_recipe(path: str | Path) -> RunConfig:
     except tomllib.TOMLDecodeError as exc:
         raise MedpfgmError(f"recipe '{path}' is not valid TOML: {exc}") from None
     return RunConfig.from_dict(data, source=f"recipe '{path}'")
+
+
+def read_run_config(run_dir: str | Path) -> RunConfig:
+    """The saved configuration of a run folder (no weights loaded); a one-line error for anything else."""
+    root = Path(run_dir)
+    if root.is_file():
+        raise MedpfgmError(f"'{root}' is a file, not a run folder; give the folder that `medpfgm train --run DIR` made")
+    if not root.is_dir():
+        raise MedpfgmError(f"run folder '{root}' does not exist; train one with `medpfgm train --run DIR`")
+    path = root / "config.json"
+    if not path.is_file():
+        raise MedpfgmError(f"'{root}' is not a run folder (no config.json); train one with `medpfgm train --run DIR`")
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MedpfgmError(f"'{path}' is not valid JSON ({exc})") from None
+    return RunConfig.from_dict(data, source=str(path))
+
+
+def default_run_dir(method: str, dataset: str, size: int) -> Path:
+    """Where `medpfgm train` puts a run of the default recipe: runs/<label>_<dataset>_<size>."""
+    cfg = load_recipe(default_recipe(method, dataset, size))
+    return Path("runs") / f"{cfg.label}_{dataset}_{size}"
+
+
+def run_folders(roots: tuple[str, ...] = ("runs", "reports")) -> list[str]:
+    """Run folders (those with a config.json) under ``roots`` of the working directory, sorted."""
+    found = {str(p.parent) for root in roots if Path(root).is_dir() for p in Path(root).glob("**/config.json")}
+    return sorted(f for f in found if (Path(f) / "checkpoints").is_dir())
+
+
+def resolve_run_dir(run_dir: str | None, method: str, dataset: str, size: int) -> Path:
+    """``run_dir``, else the default run folder of method/dataset/size if it exists, else a one-line
+    error that lists the run folders found."""
+    if run_dir:
+        return Path(run_dir)
+    default = default_run_dir(method, dataset, size)
+    if (default / "config.json").is_file():
+        return default
+    found = run_folders()
+    listing = f"run folders found: {', '.join(found)}" if found else "no run folder found; train one with `medpfgm train`"
+    raise MedpfgmError(f"no --run given and the default run folder '{default}' (--method {method} --dataset {dataset} --size {size}) does not exist; {listing}")

@@ -18,10 +18,9 @@ import numpy as np
 import torch
 from monai.transforms import Compose, EnsureType, ScaleIntensityRange
 
+from medpfgm.catalog import DATASETS, SIZES, check_class, check_dataset, check_size, class_names, num_channels  # noqa: F401 (re-exported)
 from medpfgm.errors import MedpfgmError
 
-DATASETS = ("bloodmnist", "dermamnist", "retinamnist")
-SIZES = (28, 64, 128, 224)
 SPLITS = ("train", "val", "test")
 ENV_ROOT = "MEDPFGM_DATA"
 
@@ -31,35 +30,6 @@ def _info() -> dict:
     from medmnist.info import INFO
 
     return INFO
-
-
-def check_dataset(name: str) -> str:
-    if name not in DATASETS:
-        raise MedpfgmError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
-    return name
-
-
-def check_size(size: int) -> int:
-    if size not in SIZES:
-        raise MedpfgmError(f"size {size} is not available; choose one of: {', '.join(map(str, SIZES))}")
-    return size
-
-
-def class_names(dataset: str) -> list[str]:
-    labels = _info()[check_dataset(dataset)]["label"]
-    return [labels[str(i)] for i in range(len(labels))]
-
-
-def num_channels(dataset: str) -> int:
-    return int(_info()[check_dataset(dataset)]["n_channels"])
-
-
-def check_class(dataset: str, class_id: int) -> int:
-    names = class_names(dataset)
-    if not 0 <= class_id < len(names):
-        listing = ", ".join(f"{i} {n}" for i, n in enumerate(names))
-        raise MedpfgmError(f"class {class_id} is out of range for {dataset}: 0..{len(names) - 1} ({listing})")
-    return class_id
 
 
 def resolve_root(data_root: str | Path | None = None) -> Path:

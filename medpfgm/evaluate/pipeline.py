@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from medpfgm.classifier import load_classifier
+from medpfgm.catalog import METRIC_SPACES, parse_metrics  # noqa: F401 (re-exported)
 from medpfgm.data import Split, class_names
 from medpfgm.errors import MedpfgmError
 from medpfgm.evaluate.evaluate import Evaluator, full_reference_score
@@ -24,7 +25,6 @@ from medpfgm.evaluate.protocol import ImageSet, max_stratified_n, stratified_cou
 from medpfgm.figures import class_grid
 from medpfgm.io import save_images_npz, write_json
 
-METRIC_SPACES = ("domain", "frd", "fid")
 DEFAULT_N = 400
 FULL_REFERENCE_N = 2000  # generated images of the large-n protocol (issue: at least 2,000)
 
@@ -45,14 +45,6 @@ def machine() -> str:
 
 def report_dir(dataset: str, size: int, reports: str | Path = "reports") -> Path:
     return Path(reports) / f"{dataset}_{size}"
-
-
-def parse_metrics(text: str) -> list[str]:
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in names if m not in METRIC_SPACES]
-    if bad or not names:
-        raise MedpfgmError(f"unknown metric '{','.join(bad) or text}'; choose from: {', '.join(METRIC_SPACES)}")
-    return names
 
 
 def eval_counts(train: Split, test: Split, n: int | None) -> np.ndarray:

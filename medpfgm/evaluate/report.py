@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from medpfgm.data import class_names  # noqa: E402
-from medpfgm.errors import MedpfgmError  # noqa: E402
+from medpfgm.errors import MedpfgmError, shorten  # noqa: E402
 from medpfgm.evaluate.evaluate import HIGHER_IS_BETTER, summarize  # noqa: E402
 from medpfgm.figures import _save  # noqa: E402
 from medpfgm.io import atomic_write  # noqa: E402
@@ -209,7 +209,7 @@ def plot_per_class(best: dict[str, dict], floor: dict, names: list[str], path: P
     for i, label in enumerate(labels + ["floor"]):
         per_class = (floor if label == "floor" else best[label]["score"])["domain"]["fd_per_class"]
         ax.bar(x + i * width, [per_class[c]["mean"] for c in classes], width, yerr=[per_class[c]["std"] for c in classes], label=label, color="0.6" if label == "floor" else None)
-    ax.set_xticks(x + 0.4 - width / 2, [names[int(c)][:14] for c in classes], rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(x + 0.4 - width / 2, [shorten(names[int(c)], 16) for c in classes], rotation=30, ha="right", fontsize=8)
     ax.set(ylabel="domain FD", title="per-class domain Fréchet distance (best setting of each model)", yscale="log")
     ax.legend(fontsize=7)
     return _save(fig, path)
@@ -299,11 +299,11 @@ def build_report(folder: str | Path) -> Path:
         for space, title in (("domain", "Domain Fréchet distance"), ("fid", "FID")):
             if space not in floor:
                 continue
-            rows = [[f"{c} {names[int(c)][:28]}", _fmt(floor[space]["fd_per_class"][c])] + [_fmt(best[m]["score"].get(space, {}).get("fd_per_class", {}).get(c)) for m in sorted(best)] for c in classes]
+            rows = [[f"{c} {shorten(names[int(c)], 28)}", _fmt(floor[space]["fd_per_class"][c])] + [_fmt(best[m]["score"].get(space, {}).get("fd_per_class", {}).get(c)) for m in sorted(best)] for c in classes]
             note = " (a few dozen images per class against as many real ones: far above FID at large n; compare with the floor)" if space == "fid" else ""
             lines += [f"{title} per class{note}:", ""]
             lines += _table(["class", "floor", *[f"{m} ({best[m]['subject'].get('setting', '')})" for m in sorted(best)]], rows) + [""]
-        fid_rows = [[f"{c} {names[int(c)][:28]}", f"{floor['class_fidelity']['per_class'].get(c, float('nan')):.3f}"] + [f"{best[m]['score']['class_fidelity']['per_class'].get(c, float('nan')):.3f}" for m in sorted(best)] for c in classes]
+        fid_rows = [[f"{c} {shorten(names[int(c)], 28)}", f"{floor['class_fidelity']['per_class'].get(c, float('nan')):.3f}"] + [f"{best[m]['score']['class_fidelity']['per_class'].get(c, float('nan')):.3f}" for m in sorted(best)] for c in classes]
         lines += ["Class fidelity (the classifier's accuracy on images of each requested class):", ""]
         lines += _table(["class", "real test", *sorted(best)], fid_rows) + [""]
         if per_class:
