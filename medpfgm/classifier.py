@@ -135,7 +135,8 @@ def train_classifier(
             bar.update()
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     bar.close()
-    last_loss = float(np.mean(losses[-(-len(labels) // cfg.batch_size) :]))  # about the last epoch
+    steps_per_epoch = -(-len(labels) // cfg.batch_size)  # ceil
+    last_loss = float(np.mean(losses[-steps_per_epoch:]))  # the last epoch's steps (all of them when fewer)
     net.eval()
     return net, {"train_seconds": time.perf_counter() - t0, "final_epoch_loss": last_loss, "train_steps": len(losses)}
 

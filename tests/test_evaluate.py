@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import copy
 import json
 import shutil
@@ -55,6 +57,10 @@ def test_a_step_budget_replaces_epochs_across_epoch_boundaries(retina):
         cfg = ClassifierConfig(width=4, steps=7, batch_size=16, balanced=balanced, epochs=100)
         assert train_classifier(images, labels, 5, cfg, progress=False)[1]["train_steps"] == 7  # 4 batches an epoch
     assert train_classifier(images, labels, 5, ClassifierConfig(width=4, epochs=2, batch_size=16), progress=False)[1]["train_steps"] == 8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the mean of an empty slice would warn, then give NaN
+        info = train_classifier(images, labels, 5, ClassifierConfig(width=4, steps=3, batch_size=16), progress=False)[1]
+    assert np.isfinite(info["final_epoch_loss"])  # under one epoch: the mean of the steps there are
 
 
 def test_classifier_learns_and_round_trips(tiny_classifier, retina):
