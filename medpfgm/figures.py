@@ -44,6 +44,11 @@ def class_grid(images: np.ndarray, labels: np.ndarray, names: list[str], path: s
     return _save(fig, path)
 
 
+def evaluation_grid(images: np.ndarray, labels: np.ndarray, names: list[str], path: str | Path, subject: dict) -> Path:
+    """The per-class grid of one evaluated setting, as report pages show it (title: model and sampler)."""
+    return class_grid(images, labels, names, path, title=f"{subject['label']} {subject.get('setting', '')}")
+
+
 def plot_loss(log_path: str | Path, path: str | Path, title: str = "") -> Path | None:
     """The logged training loss against step (log scale); None when the log is empty."""
     records = read_jsonl(log_path) if Path(log_path).is_file() else []

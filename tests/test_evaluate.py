@@ -175,6 +175,13 @@ def test_evaluate_and_report_end_to_end(capsys, tmp_path, data_root):
     before = {p.name: p.read_bytes() for p in (reports / "bloodmnist_28").glob("*.*")}
     assert run_cli(capsys, "report", "--dataset", "bloodmnist", "--reports", str(reports))[0] == 0
     assert before == {p.name: p.read_bytes() for p in (reports / "bloodmnist_28").glob("*.*")}  # same inputs, same files
+    grids = {p: p.read_bytes() for p in (reports / "bloodmnist_28" / "grids").glob("*.png")}
+    linked = [reports / "bloodmnist_28" / line.split("](")[1].rstrip(")") for line in page.read_text().splitlines() if line.startswith("![pfgm](grids/")]
+    assert linked and all(g in grids for g in linked)
+    for g in grids:
+        g.unlink()
+    assert run_cli(capsys, "report", "--dataset", "bloodmnist", "--reports", str(reports))[0] == 0
+    assert all(g.read_bytes() == grids[g] for g in linked)  # redrawn from the samples files they were made from
     moved = reports / "bloodmnist_28" / "evaluations" / "pfgm_euler4.json"
     score = {**record["score"], "domain": {**record["score"]["domain"], "featureless": 3}}
     moved.write_text(json.dumps({**record, "score": score, "setup": {**record["setup"], "machine": "Other CPU, 8 cores"}}))
@@ -194,7 +201,7 @@ def test_evaluate_and_report_end_to_end(capsys, tmp_path, data_root):
 @pytest.mark.parametrize(
     "args, fragments",
     [
-        (["evaluate", "--dataset", "bloodmnist"], ["exactly one of --run, --samples or --ladder"]),
+        (["evaluate", "--dataset", "bloodmnist", "--run", "x", "--ladder"], ["at most one of --run, --samples or --ladder"]),
         (["evaluate", "--ladder", "--dataset", "bloodmnist", "--metrics", "fid,lpips"], ["unknown metric 'lpips'", "domain, frd, fid"]),
         (["evaluate", "--ladder", "--dataset", "bloodmnist", "--classifier", "/nonexistent"], ["not a classifier folder", "medpfgm classify"]),
         (["evaluate", "--samples", "/nonexistent.npz", "--dataset", "bloodmnist"], ["samples file '/nonexistent.npz' does not exist"]),

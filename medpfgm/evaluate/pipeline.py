@@ -22,7 +22,7 @@ from medpfgm.errors import MedpfgmError
 from medpfgm.evaluate.evaluate import Evaluator, full_reference_score
 from medpfgm.evaluate.features import FeatureUnavailable, RadiomicsSpace, domain_space, inception_space
 from medpfgm.evaluate.protocol import ImageSet, max_stratified_n, stratified_counts
-from medpfgm.figures import class_grid
+from medpfgm.figures import class_grid, evaluation_grid
 from medpfgm.io import save_images_npz, write_json
 
 DEFAULT_N = 400
@@ -122,7 +122,7 @@ def write_evaluation(out: Path, grid_dir: Path, subject: dict, fake: ImageSet, e
     """Score ``fake``, write its JSON and its per-class grid; returns the record. Spaces that ``out``
     already holds for the same samples and setup, and that were not asked for now, are kept."""
     names = class_names(dataset)
-    grid = class_grid(fake.images, fake.labels, names, grid_dir / f"{out.stem}.png", title=f"{subject['label']} {subject.get('setting', '')}")
+    grid = evaluation_grid(fake.images, fake.labels, names, grid_dir / f"{out.stem}.png", subject)
     record = {
         "subject": {**subject, "grid": os.path.relpath(grid, grid_dir.parent)},
         "setup": {

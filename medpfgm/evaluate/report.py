@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 from medpfgm.data import class_names  # noqa: E402
 from medpfgm.errors import MedpfgmError, shorten  # noqa: E402
 from medpfgm.evaluate.evaluate import HIGHER_IS_BETTER, summarize  # noqa: E402
-from medpfgm.figures import _save  # noqa: E402
+from medpfgm.figures import _save, evaluation_grid  # noqa: E402
 from medpfgm.io import atomic_write  # noqa: E402
 
 COLUMNS = {  # metric -> table header
@@ -250,6 +250,22 @@ def solver_args(subject: dict) -> str:
     return f"--solver {subject['solver']} " + (f"--rtol {subject['rtol']:g}" if subject["solver"] == "rk45" else f"--steps {subject['steps']}")
 
 
+def redraw_grids(folder: Path, records, names: list[str]) -> list[str]:
+    """Draw again each record's grid that is missing, from its samples file; returns the grids that
+    could not be drawn (no samples file either)."""
+    missing = []
+    for r in records:
+        grid, samples = folder / r["subject"]["grid"], r["subject"].get("samples")
+        if grid.is_file():
+            continue
+        if samples and Path(samples).is_file():
+            with np.load(samples, allow_pickle=False) as f:
+                evaluation_grid(f["images"], f["labels"], names, grid, r["subject"])
+        else:
+            missing.append(str(grid))
+    return missing
+
+
 def build_report(folder: str | Path) -> Path:
     """Write README.md and figures into ``folder`` (reports/<dataset>_<size>)."""
     folder = Path(folder)
@@ -309,8 +325,11 @@ def build_report(folder: str | Path) -> Path:
         if per_class:
             lines += [f"![per-class domain FD]({per_class.name})", ""]
         lines += ["## Samples (best setting of each model)", ""]
+        missing = redraw_grids(folder, best.values(), names)
         for m in sorted(best):
             lines += [f"**{m}**, {best[m]['subject'].get('setting', '')}:", "", f"![{m}](grids/{Path(best[m]['subject']['grid']).name})", ""]
+        if missing:
+            lines += [f"Missing grids (their samples files are gone too; `medpfgm evaluate` makes both again): {', '.join(missing)}", ""]
     if ladder:
         rungs = [r for r in ("real", "blur", "noise", "hue", "class_swap", "pure_noise") if r in ladder["rungs"]]
         rows = [[COLUMNS.get(m, m), "yes" if ok else "**no**: " + "; ".join(ladder["failures"][m])] + [_fmt(ladder["rungs"][r][m]) for r in rungs] for m, ok in sorted(ladder["ranks"].items(), key=lambda kv: list(COLUMNS).index(kv[0]) if kv[0] in COLUMNS else len(COLUMNS))]
