@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medpfgm.data import Split, data_file, md5sum, provenance_path
+from medpfgm.data import NPZ_ERRORS, Split, data_file, md5sum, provenance_path
 from medpfgm.errors import MedpfgmError
 from medpfgm.io import atomic_write, write_json
 from medpfgm.run import RunPaths, other_training_data
@@ -56,7 +56,7 @@ def _read_all(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path) as npz:
             return {key: npz[key] for key in npz.files}
-    except (OSError, ValueError) as exc:
+    except NPZ_ERRORS as exc:
         raise MedpfgmError(f"data file '{path}' cannot be read ({exc})") from None
 
 
@@ -118,7 +118,7 @@ def read_training_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.nda
 
     A file with a provenance sidecar must still have the MD5 recorded there.
     """
-    from medpfgm.data import read_npz_split
+    from medpfgm.data import read_image_file
 
     path = Path(path)
     if not path.is_file():
@@ -126,10 +126,7 @@ def read_training_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.nda
     provenance = read_provenance(path)
     if provenance is not None and md5sum(path) != provenance.get("md5"):
         raise MedpfgmError(f"training file '{path}' does not match the MD5 in {provenance_path(path).name}: changed or corrupt")
-    images, labels = read_npz_split(path, "train")
-    with np.load(path) as npz:
-        synthetic = npz["train_synthetic"].astype(bool) if "train_synthetic" in npz.files else np.zeros(len(labels), bool)
-    return images, labels, synthetic
+    return read_image_file(path, "train")
 
 
 def check_trained_on(run_dir: str | Path, split: Split) -> str | None:

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from medpfgm.catalog import DATASETS, SIZES, check_class, check_dataset, check_s
 from medpfgm.errors import MedpfgmError
 
 SPLITS = ("train", "val", "test")
+NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)  # what np.load raises for a damaged or foreign file
 ENV_ROOT = "MEDPFGM_DATA"
 
 
@@ -160,11 +162,41 @@ def read_npz_split(path: Path, split: str, mmap: bool = False) -> tuple[np.ndarr
         images, labels = npz[f"{split}_images"], npz[f"{split}_labels"]
     except KeyError as exc:
         raise MedpfgmError(f"data file '{path}' has no {exc} array: not a MedMNIST-layout file") from None
-    except (OSError, ValueError) as exc:
+    except NPZ_ERRORS as exc:
         raise MedpfgmError(f"data file '{path}' cannot be read ({exc})") from None
     if images.ndim == 3:  # grayscale MedMNIST sets store (n, H, W)
         images = images[..., None]
     return images, np.asarray(labels).reshape(-1).astype(np.int64)
+
+
+def read_image_file(path: str | Path, split: str = "train") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images uint8 (n, H, W, C), labels int64 (n,) and synthetic mask bool (n,) of an image file.
+
+    Reads a samples file of ``medpfgm synthesize`` (``images``, ``labels``: all synthetic), or one
+    ``split`` of a MedMNIST-layout file: an official one (all real) or one written by ``medpfgm augment``
+    (``<split>_synthetic`` marks the synthetic rows). Pickled objects are never loaded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MedpfgmError(f"image file '{path}' does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            samples_file = "images" in f.files
+            if samples_file:
+                images, labels = f["images"], f["labels"]
+            mask = f[f"{split}_synthetic"] if f"{split}_synthetic" in f.files else None
+    except KeyError as exc:
+        raise MedpfgmError(f"image file '{path}' has no {exc} array") from None
+    except NPZ_ERRORS as exc:
+        raise MedpfgmError(f"image file '{path}' cannot be read ({exc})") from None
+    if not samples_file:
+        images, labels = read_npz_split(path, split)
+    synthetic = np.ones(len(labels), bool) if samples_file else np.zeros(len(labels), bool) if mask is None else mask.reshape(-1).astype(bool)
+    images = images[..., None] if images.ndim == 3 else images
+    labels = np.asarray(labels).reshape(-1)
+    if images.ndim != 4 or images.dtype != np.uint8 or not len(images) == len(labels) == len(synthetic) or labels.dtype.kind not in "iu":
+        raise MedpfgmError(f"image file '{path}' must hold uint8 images (n, H, W, C), n integer labels and n mask entries")
+    return images, labels.astype(np.int64), synthetic
 
 
 def load_split(

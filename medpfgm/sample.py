@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
+from medpfgm.data import NPZ_ERRORS
 from medpfgm.errors import MedpfgmError
 from medpfgm.io import save_images_npz, state_digest
 
@@ -165,11 +166,11 @@ def load_partial(path: Path | None, key: str, labels: np.ndarray) -> tuple[list[
     if path is None or not Path(path).is_file():
         return [], [], 0.0
     try:
-        with np.load(path) as f:
+        with np.load(path, allow_pickle=False) as f:
             if str(f["key"]) != key or not np.array_equal(f["labels"], labels):
                 return [], [], 0.0
             return [f["images"]], [int(n) for n in f["nfe"]], float(f["seconds"])
-    except (KeyError, OSError, ValueError, EOFError):  # a damaged partial file only costs its batches
+    except (KeyError, *NPZ_ERRORS):  # a damaged partial file only costs its batches
         return [], [], 0.0
 
 

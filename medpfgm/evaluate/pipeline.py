@@ -17,7 +17,7 @@ import torch
 
 from medpfgm.classifier import load_classifier
 from medpfgm.catalog import METRIC_SPACES, parse_metrics  # noqa: F401 (re-exported)
-from medpfgm.data import Split, class_names
+from medpfgm.data import NPZ_ERRORS, Split, class_names, read_image_file
 from medpfgm.errors import MedpfgmError
 from medpfgm.evaluate.evaluate import Evaluator, full_reference_score
 from medpfgm.evaluate.features import FeatureUnavailable, RadiomicsSpace, domain_space, inception_space
@@ -110,9 +110,12 @@ def run_samples(run, counts: np.ndarray, solver: str, steps: int, rtol: float, a
     path = run.paths.samples / f"eval_step{run.step}_{setting}_n{int(counts.sum())}_seed{seed}.npz"
     labels = np.repeat(np.arange(len(counts)), counts)
     if path.is_file():
-        with np.load(path) as f:
-            if np.array_equal(f["labels"], labels):
-                return ImageSet(f["images"], f["labels"], path.stem), {"nfe": float(f["nfe"].mean()), "seconds": float(f["seconds"]), "samples": str(path)}
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if np.array_equal(f["labels"], labels):
+                    return ImageSet(f["images"], f["labels"], path.stem), {"nfe": float(f["nfe"].mean()), "seconds": float(f["seconds"]), "samples": str(path)}
+        except (KeyError, *NPZ_ERRORS):  # a damaged cached file is sampled again
+            pass
     images, nfes, seconds = generate(run, labels, solver, steps, rtol, atol, batch_size, seed, device, progress, resume=partial_path(path))
     save_images_npz(path, images, labels, nfe=np.asarray(nfes), seconds=np.asarray(seconds))
     return ImageSet(images, labels, path.stem), {"nfe": float(np.mean(nfes)), "seconds": seconds, "samples": str(path)}
@@ -196,13 +199,7 @@ def load_samples_file(path: str | Path, dataset: str) -> ImageSet:
     path = Path(path)
     if not path.is_file():
         raise MedpfgmError(f"samples file '{path}' does not exist")
-    try:
-        with np.load(path) as f:
-            images, labels = f["images"], f["labels"].reshape(-1).astype(np.int64)
-    except (KeyError, OSError, ValueError) as exc:
-        raise MedpfgmError(f"samples file '{path}' is not a medpfgm samples file ({exc})") from None
-    if images.ndim != 4 or images.dtype != np.uint8 or len(images) != len(labels):
-        raise MedpfgmError(f"samples file '{path}' must hold uint8 images (n, H, W, C) and n labels")
+    images, labels, _ = read_image_file(path, "test")  # a MedMNIST-layout file: its test split
     k = len(class_names(dataset))
     if labels.min() < 0 or labels.max() >= k:
         raise MedpfgmError(f"samples file '{path}' has labels outside 0..{k - 1} of {dataset}")

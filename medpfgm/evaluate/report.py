@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from medpfgm.data import class_names  # noqa: E402
+from medpfgm.data import class_names, read_image_file  # noqa: E402
 from medpfgm.errors import MedpfgmError, shorten  # noqa: E402
 from medpfgm.evaluate.evaluate import HIGHER_IS_BETTER, summarize  # noqa: E402
 from medpfgm.figures import _save, evaluation_grid  # noqa: E402
@@ -252,17 +252,18 @@ def solver_args(subject: dict) -> str:
 
 def redraw_grids(folder: Path, records, names: list[str]) -> list[str]:
     """Draw again each record's grid that is missing, from its samples file; returns the grids that
-    could not be drawn (no samples file either)."""
+    could not be drawn (the samples file is gone or damaged too)."""
     missing = []
     for r in records:
         grid, samples = folder / r["subject"]["grid"], r["subject"].get("samples")
         if grid.is_file():
             continue
-        if samples and Path(samples).is_file():
-            with np.load(samples, allow_pickle=False) as f:
-                evaluation_grid(f["images"], f["labels"], names, grid, r["subject"])
-        else:
+        try:
+            images, labels, _ = read_image_file(samples)
+        except MedpfgmError:  # gone or damaged: the page says so
             missing.append(str(grid))
+            continue
+        evaluation_grid(images, labels, names, grid, r["subject"])
     return missing
 
 
