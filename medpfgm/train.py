@@ -150,6 +150,8 @@ def prepare_run(
     (when given) moves that target, e.g. to extend a finished run.
     """
     paths = RunPaths(Path(run_dir))
+    for stale in paths.checkpoints.glob(".*.tmp") if paths.checkpoints.is_dir() else []:
+        stale.unlink(missing_ok=True)  # a checkpoint write cut short by a kill: the last complete one stands
     if resume:
         if not paths.last_checkpoint.is_file():
             raise MedpfgmError(f"--resume: run folder '{paths.root}' has no checkpoint to resume from")
@@ -163,6 +165,7 @@ def prepare_run(
         return paths, saved, state
     if paths.last_checkpoint.is_file():
         raise MedpfgmError(f"run folder '{paths.root}' already holds a trained run; pass --resume or choose another --run")
+    paths.log.unlink(missing_ok=True)  # lines of an attempt killed before its first checkpoint
     return paths, cfg, None
 
 

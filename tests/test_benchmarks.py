@@ -147,3 +147,17 @@ def test_every_pfgm_ablation_arm_changes_only_what_it_names():
         changed = {k for k in cfg if cfg[k] != base[k]} - {"train.steps"}
         assert changed == set(_flat(arm.overrides)), name  # an override that names no field, or repeats the recipe, fails
         assert cfg["train.steps"] == 1500
+
+
+def test_killed_training_resumes_bit_for_bit(tmp_path, data_root):
+    """The reliability benchmark in small: SIGKILL twice (once inside a checkpoint write), resume, compare."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "kill.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kill_resume.py"), "--kills", "2", "--steps", "12", "--work", str(tmp_path / "work"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["exact"] and result["restarts_failed"] == 0 and result["final_step"] == 12
+    assert result["exact_resumes"] == result["kills"] >= 1
