@@ -12,6 +12,8 @@ import dataclasses
 import json
 import math
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,13 @@ from medpfgm.catalog import check_dataset, check_size
 from medpfgm.errors import MedpfgmError
 
 METHODS = ("pfgm", "pfgmpp", "ddpm")
+SOLVERS = {"pfgm": ("rk45", "euler", "heun"), "pfgmpp": ("heun", "euler", "rk45"), "ddpm": ("ddpm", "ddim")}
+# value rules of recipe fields ("table.field"): what a run needs to make sense, checked when a recipe loads
+POSITIVE = ("train.steps", "train.batch_size", "train.lr", "train.log_every", "train.checkpoint_every", "train.checkpoint_minutes",
+            "pfgm.field_batch", "pfgm.sigma", "pfgm.tau", "pfgm.z_min", "pfgmpp.sigma_min", "pfgmpp.sigma_max", "pfgmpp.sigma_data",
+            "pfgmpp.rho", "ddpm.num_train_timesteps", "ddpm.beta_start", "ddpm.beta_end", "sample.steps", "sample.rtol", "sample.atol",
+            "sample.batch_size", "net.num_res_blocks", "net.norm_num_groups", "net.num_head_channels")  # fmt: skip
+NON_NEGATIVE = ("train.weight_decay", "train.warmup_steps", "train.grad_clip", "train.ema_rampup", "pfgm.gamma", "pfgm.z_exp", "pfgmpp.p_std")
 PFGM_CHOICES = {"time_input": ("lnz", "z"), "input_scale": ("raw", "edm")}
 
 
@@ -134,12 +143,35 @@ class RunConfig:
             raise MedpfgmError(f"unknown method '{cfg.method}' in {source}; choose one of: {', '.join(METHODS)}")
         check_dataset(cfg.dataset)
         check_size(cfg.size)
-        cfg.pfgmpp.aug_dim = canonical_aug_dim(cfg.pfgmpp.aug_dim)
+        try:
+            cfg.pfgmpp.aug_dim = canonical_aug_dim(cfg.pfgmpp.aug_dim)
+        except MedpfgmError as exc:
+            raise MedpfgmError(f"{source}: pfgmpp.{exc}") from None
         for name, allowed in PFGM_CHOICES.items():
             value = getattr(cfg.pfgm, name)
             if value not in allowed:
                 raise MedpfgmError(f"{source}: pfgm.{name} = '{value}' is not allowed; choose one of: {', '.join(allowed)}")
+        _check_values(cfg, source)
         return cfg
+
+
+def _check_values(cfg: RunConfig, source: str) -> None:
+    """The value rules (POSITIVE, NON_NEGATIVE, ...): a one-line error naming the field and the source."""
+
+    def bad(name: str, value, allowed: str) -> MedpfgmError:
+        return MedpfgmError(f"{source}: {name} = {value!r} is not allowed; {allowed}")
+
+    for name in POSITIVE + NON_NEGATIVE:
+        table, key = name.split(".")
+        value = getattr(getattr(cfg, table), key)
+        if value is not None and not (math.isfinite(value) and (value > 0 if name in POSITIVE else value >= 0)):
+            raise bad(name, value, "it must be a finite number " + ("> 0" if name in POSITIVE else ">= 0"))
+    if not 0 < cfg.train.ema_decay < 1:
+        raise bad("train.ema_decay", cfg.train.ema_decay, "it must lie strictly between 0 and 1")
+    if not cfg.net.channels or any(c <= 0 for c in cfg.net.channels) or len(cfg.net.attention_levels) != len(cfg.net.channels):
+        raise bad("net.channels", cfg.net.channels, "give one positive width per level and as many attention_levels")
+    if cfg.sample.solver not in SOLVERS[cfg.method]:
+        raise bad("sample.solver", cfg.sample.solver, f"{cfg.method} samples with one of: {', '.join(SOLVERS[cfg.method])}")
 
 
 def parse_aug_dim(value: int | float | str) -> float:
@@ -170,8 +202,10 @@ def _build(cls, data: dict[str, Any], source: str):
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise MedpfgmError(f"{source}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(fields)}")
-    kwargs = {}
+    kwargs, hints = {}, typing.get_type_hints(cls)
     for name, value in data.items():
+        if not _has_type(value, hints[name]):
+            raise MedpfgmError(f"{source}: {name} = {value!r} has the wrong type; expected {_type_name(hints[name])}")
         default = getattr(cls(), name)
         kwargs[name] = _build(type(default), value, f"{source} [{name}]") if dataclasses.is_dataclass(default) else value
     return cls(**kwargs)
@@ -243,3 +277,25 @@ def resolve_run_dir(run_dir: str | None, method: str, dataset: str, size: int) -
     found = run_folders()
     listing = f"run folders found: {', '.join(found)}" if found else "no run folder found; train one with `medpfgm train`"
     raise MedpfgmError(f"no --run given and the default run folder '{default}' (--method {method} --dataset {dataset} --size {size}) does not exist; {listing}")
+
+
+def _has_type(value, hint) -> bool:
+    """Whether a recipe value fits a field's annotation (int, float, bool, str, list[...], X | None, a table)."""
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, dict)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, a) for a in args)
+    if origin is list:
+        return isinstance(value, list) and all(_has_type(v, args[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

@@ -166,7 +166,11 @@ def read_npz_split(path: Path, split: str, mmap: bool = False) -> tuple[np.ndarr
         raise MedpfgmError(f"data file '{path}' cannot be read ({exc})") from None
     if images.ndim == 3:  # grayscale MedMNIST sets store (n, H, W)
         images = images[..., None]
-    return images, np.asarray(labels).reshape(-1).astype(np.int64)
+    labels = np.asarray(labels)
+    if images.ndim != 4 or images.dtype != np.uint8 or labels.dtype.kind not in "iu" or labels.size != len(images) or not len(images):
+        raise MedpfgmError(f"data file '{path}': split '{split}' must hold uint8 images (n, H, W[, C]) with n > 0 and one integer label "
+                           f"each; it has {images.dtype} {images.shape} and {labels.dtype} labels {labels.shape}")  # fmt: skip
+    return images, labels.reshape(-1).astype(np.int64)
 
 
 def read_image_file(path: str | Path, split: str = "train") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -194,7 +198,7 @@ def read_image_file(path: str | Path, split: str = "train") -> tuple[np.ndarray,
     synthetic = np.ones(len(labels), bool) if samples_file else np.zeros(len(labels), bool) if mask is None else mask.reshape(-1).astype(bool)
     images = images[..., None] if images.ndim == 3 else images
     labels = np.asarray(labels).reshape(-1)
-    if images.ndim != 4 or images.dtype != np.uint8 or not len(images) == len(labels) == len(synthetic) or labels.dtype.kind not in "iu":
+    if images.ndim != 4 or images.dtype != np.uint8 or not len(images) == len(labels) == len(synthetic) or labels.dtype.kind not in "iu" or labels.min(initial=0) < 0:
         raise MedpfgmError(f"image file '{path}' must hold uint8 images (n, H, W, C), n integer labels and n mask entries")
     return images, labels.astype(np.int64), synthetic
 
@@ -214,6 +218,9 @@ def load_split(
     images, labels = read_npz_split(path, split, mmap=size >= 128)
     if images.shape[1:3] != (size, size):
         raise MedpfgmError(f"data file '{path}' holds {images.shape[1]} px images, expected {size} px")
+    k = len(class_names(dataset))
+    if labels.min() < 0 or labels.max() >= k:
+        raise MedpfgmError(f"data file '{path}': split '{split}' has labels {labels.min()}..{labels.max()}, outside 0..{k - 1} of {dataset}")
     return Split(images=images, labels=labels, dataset=dataset, size=size, name=split)
 
 

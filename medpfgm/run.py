@@ -118,10 +118,14 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedR
     net = build_net(cfg, method).to(device)
     try:
         net.load_state_dict(state["ema"])
-    except (RuntimeError, KeyError) as exc:
+        step = int(state["step"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
         raise MedpfgmError(f"checkpoint '{paths.last_checkpoint}' does not match its config ({shorten(str(exc), 100)})") from None
+    broken = [name for name, p in net.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if broken:
+        raise MedpfgmError(f"checkpoint '{paths.last_checkpoint}' has NaN or infinite EMA weights ({broken[0]}, {len(broken)} tensors in all)")
     net.eval()
-    return LoadedRun(paths, cfg, method, net, int(state["step"]))
+    return LoadedRun(paths, cfg, method, net, step)
 
 
 def read_config(run_dir: str | Path) -> RunConfig:

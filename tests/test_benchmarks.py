@@ -161,3 +161,16 @@ def test_killed_training_resumes_bit_for_bit(tmp_path, data_root):
     result = json.loads(out.read_text())
     assert result["exact"] and result["restarts_failed"] == 0 and result["final_step"] == 12
     assert result["exact_resumes"] == result["kills"] >= 1
+
+
+def test_fuzzed_files_are_refused_in_one_line_or_read_correctly(tmp_path, data_root):
+    """The fuzz benchmark in small: every corrupt case of every reader is refused by name, none crashes."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "fuzz.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fuzz_readers.py"), "--random", "4", "--work", str(tmp_path / "work"), "--out", str(out), "--data-root", str(data_root)],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = json.loads(out.read_text())
+    assert done.returncode == 0 and result["total"]["crash"] == 0, [c for r in result["readers"].values() for c in r["crashes"]]
+    assert result["total"]["refused"] >= 90 and set(result["readers"]) >= {"checkpoint", "recipe", "evaluation result", "MedMNIST data file"}

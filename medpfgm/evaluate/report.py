@@ -43,10 +43,34 @@ def load_evaluations(folder: Path, kind: str = "evaluations") -> list[dict]:
     records = []
     for path in sorted((folder / kind).glob("*.json")):
         try:
-            records.append(json.loads(path.read_text()))
-        except ValueError as exc:
-            raise MedpfgmError(f"evaluation file '{path}' is corrupt ({exc}); re-run medpfgm evaluate") from None
+            record = json.loads(path.read_text())
+            check_record(record, kind)
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+            reason = shorten(f"{type(exc).__name__}: {exc}", 100)
+            raise MedpfgmError(f"evaluation file '{path}' is corrupt or not a medpfgm result ({reason}); re-run medpfgm evaluate") from None
+        records.append(record)
     return sorted(records, key=lambda r: (r["subject"]["label"], r["subject"].get("nfe") or 0, r["subject"].get("setting", "")))
+
+
+def check_record(record: dict, kind: str = "evaluations") -> None:
+    """Touch every field the page reads, so that a damaged result file fails here, by name, not halfway
+    through the page (raises KeyError, TypeError, ValueError or AttributeError)."""
+    subject = record["subject"]
+    str(subject["label"]), str(subject.get("setting", "")), float(subject.get("nfe") or 0), float(subject.get("seconds_per_image") or 0)
+    setup = record["setup"]
+    int(setup["seed"])
+    if kind == "evaluations":
+        sum(int(c) for c in setup["counts"]), int(setup["repeats"]), str(setup["machine"])
+        for part in (record["score"], record["floor"]):
+            for value in summarize(part).values():
+                float(value["mean"]), float(value["std"])
+            for space in part.values():
+                for value in (space.get("fd_per_class", {}) if isinstance(space, dict) else {}).values():
+                    float(value["mean"]), float(value["std"])
+            {str(k): float(v) for k, v in part.get("class_fidelity", {}).get("per_class", {}).items()}
+    else:
+        int(record["n"]), int(record["n_floor"])
+        {str(k): float(v) for k, v in record["score"].items()}, {str(k): float(v) for k, v in record["floor"].items()}
 
 
 def _fmt(value: dict | None, flagged: bool = False) -> str:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
-from medpfgm.config import DDPMConfig
+from medpfgm.config import SOLVERS, DDPMConfig
 
 
 class DDPM:
-    solvers = ("ddpm", "ddim")
+    solvers = SOLVERS["ddpm"]
 
     def __init__(self, cfg: DDPMConfig, image_shape: tuple[int, int, int]):
         self.cfg = cfg

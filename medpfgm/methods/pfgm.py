@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from medpfgm.config import PFGMConfig
+from medpfgm.config import SOLVERS, PFGMConfig
 from medpfgm.nets import log_timestep
 from medpfgm.physics import pfgmpp, poisson
 
@@ -37,7 +37,7 @@ class PFGM:
     r = z). With ``conditional`` False every point sees every charge, whatever its label.
     """
 
-    solvers = ("rk45", "euler", "heun")
+    solvers = SOLVERS["pfgm"]
 
     def __init__(self, cfg: PFGMConfig, image_shape: tuple[int, int, int], batch_size: int, conditional: bool = True):
         if cfg.z_max is None or cfg.m_max is None or cfg.upper_norm is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from medpfgm.config import PFGMPPConfig, parse_aug_dim
+from medpfgm.config import SOLVERS, PFGMPPConfig, parse_aug_dim
 from medpfgm.nets import log_timestep
 from medpfgm.physics import pfgmpp
 
@@ -17,7 +17,7 @@ from medpfgm.physics import pfgmpp
 class PFGMPP:
     """D_theta(x, sigma, c) = c_skip x + c_out F(c_in x, sigma, c); the ODE is dx/dsigma = (x - D_theta) / sigma."""
 
-    solvers = ("heun", "euler", "rk45")
+    solvers = SOLVERS["pfgmpp"]
 
     def __init__(self, cfg: PFGMPPConfig, image_shape: tuple[int, int, int]):
         self.cfg = cfg
