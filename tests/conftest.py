@@ -50,7 +50,8 @@ def data_root() -> Path:
 
 
 def write_tiny_recipe(path: Path, method: str = "pfgm") -> Path:
-    path.write_text(TINY_RECIPE.replace('method = "pfgm"', f'method = "{method}"'))
+    text = TINY_RECIPE.replace('method = "pfgm"', f'method = "{method}"')
+    path.write_text(text.replace('solver = "euler"', 'solver = "ddim"') if method == "ddpm" else text)  # a solver of the method
     return path
 
 

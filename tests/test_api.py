@@ -65,7 +65,8 @@ def test_sample_matches_the_cli_and_the_dataset_feeds_a_loader(tiny_run, tmp_pat
         ({"train_images": np.zeros((3, 28, 28, 3), np.uint8)}, "train_labels"),
         ({"images": np.zeros((3, 28, 28, 3), np.float32), "labels": np.zeros(3, np.int64)}, "must hold uint8 images"),
         ({"images": np.zeros((3, 28, 28, 3), np.uint8), "labels": np.zeros(2, np.int64)}, "must hold uint8 images"),
-        ({"train_images": np.zeros((3, 28, 28, 3), np.uint8), "train_labels": np.zeros((3, 1)), "train_synthetic": np.zeros(2, bool)}, "n mask entries"),
+        ({"train_images": np.zeros((3, 28, 28, 3), np.uint8), "train_labels": np.zeros((3, 1)), "train_synthetic": np.zeros(2, bool)}, "integer label"),
+        ({"train_images": np.zeros((3, 28, 28, 3), np.uint8), "train_labels": np.zeros((3, 1), np.int64), "train_synthetic": np.zeros(2, bool)}, "n mask entries"),
     ],
 )
 def test_bad_image_files_are_one_line_errors(tmp_path, arrays, fragment):
