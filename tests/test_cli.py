@@ -283,3 +283,13 @@ def test_messages_are_cut_at_word_boundaries():
     for width in range(10, 70):  # from the first word's length on, no cut falls inside a word
         cut = shorten(name, width)
         assert len(cut) <= width and (cut == name or name.startswith(cut[:-1]) and not name[len(cut) - 1].isalnum())
+
+
+@pytest.mark.parametrize("env,expected", [({}, "PASSIVE"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"), ({"MEDPFGM_OMP_DEFAULTS": "0"}, "unset")])
+def test_openmp_waits_passively_unless_the_user_says_otherwise(env, expected):
+    import os
+
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "MEDPFGM_OMP_DEFAULTS")}
+    code = "import os, medpfgm.cli; print(os.environ.get('OMP_WAIT_POLICY', 'unset'))"
+    done = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == expected
