@@ -57,7 +57,7 @@ class TrainConfig:
     amp: bool = False  # bfloat16 autocast for the network on CUDA; ignored on CPU
     log_every: int = 10
     checkpoint_every: int = 250
-    checkpoint_minutes: float = 5.0  # also checkpoint when this long has passed since the last one: a kill loses minutes, not hours
+    checkpoint_minutes: float = 2.0  # also checkpoint when this long has passed since the last one: a kill loses minutes, not hours
 
 
 @dataclass
