@@ -14,7 +14,7 @@ import numpy as np
 from medpfgm.errors import MedpfgmError, shorten
 
 DEVICES = ("auto", "cpu", "cuda")
-DEFAULT_METHOD = "pfgm"  # of `train`, and the run folder `synthesize` and `evaluate` use without --run
+DEFAULT_METHOD = "pfgmpp"  # of `train`, and the run folder `synthesize` and `evaluate` use without --run
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -73,7 +73,7 @@ def cli() -> None:
 @cli.command()
 @click.option("--dataset", default="bloodmnist", show_default=True, help="bloodmnist, dermamnist or retinamnist.")
 @click.option("--size", type=int, default=28, show_default=True, help="Image size: 28, 64, 128 or 224.")
-@click.option("--method", default=DEFAULT_METHOD, show_default=True, help="pfgm (D = 1), pfgmpp (any D) or ddpm.")
+@click.option("--method", default=DEFAULT_METHOD, show_default=True, help="pfgmpp (any D; its recipe: D = 128), pfgm (D = 1) or ddpm.")
 @click.option("--aug-dim", help="PFGM++ augmented dimension D: 1, an integer >= 2, or inf (EDM).")
 @click.option("--recipe", type=click.Path(dir_okay=False), help="Recipe file (default: recipes/<method>/<dataset>_<size>.toml).")
 @click.option("--steps", type=int, help="Total optimizer steps (overrides the recipe; with --resume, moves the run's saved target).")

@@ -240,13 +240,13 @@ def test_a_stop_signal_saves_a_checkpoint_and_resume_continues(tmp_path, tiny_re
 
 def test_without_run_the_default_folder_is_used_or_the_found_ones_are_listed(capsys, trained_run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, _, err = run_cli(capsys, "synthesize", "-n", "2", "--quiet")
-    assert_one_line_error(code, err, "no --run given", "runs/pfgm_bloodmnist_28", "no run folder found")
+    code, _, err = run_cli(capsys, "synthesize", "-n", "2", "--quiet")  # the default method: PFGM++ (D = 128 in its recipe)
+    assert_one_line_error(code, err, "no --run given", "runs/pfgmpp_d128_bloodmnist_28", "no run folder found")
     shutil.copytree(trained_run, tmp_path / "runs" / "mine", ignore=shutil.ignore_patterns("samples"))
     code, _, err = run_cli(capsys, "evaluate", "--method", "ddpm", "--quiet")
     assert_one_line_error(code, err, "runs/ddpm_bloodmnist_28", "run folders found: runs/mine")
     shutil.copytree(trained_run, tmp_path / "runs" / "pfgm_bloodmnist_28", ignore=shutil.ignore_patterns("samples"))
-    code, stdout, err = run_cli(capsys, "synthesize", "-n", "2", "--quiet", "--solver", "euler", "--steps", "2")
+    code, stdout, err = run_cli(capsys, "synthesize", "--method", "pfgm", "-n", "2", "--quiet", "--solver", "euler", "--steps", "2")
     assert code == 0, err
     assert "samples/pfgm_bloodmnist_28/all_euler_n2_seed0.npz" in stdout
 
