@@ -209,18 +209,25 @@ def synthesize(run_dir, method, dataset, size, class_id, n, solver, steps, rtol,
 @runtime_options
 def classify(dataset, size, out, train_file, synthetic_only, epochs, steps, width, balanced, reweight, classical, seed, data_root, no_verify, device, quiet):
     """Train a ResNet-18-layout classifier and score it on the official test split."""
-    from medpfgm.augment import read_training_file
-    from medpfgm.classifier import ClassifierConfig, classification_metrics, predict_proba, save_classifier, train_classifier
-    from medpfgm.data import check_dataset, check_size, class_names, load_split
-    from medpfgm.run import select_device
+    from medpfgm.catalog import check_dataset, check_size, class_names
 
     _positive("--epochs", epochs)
     _positive("--steps", steps)
     _positive("--width", width)
     check_dataset(dataset)
     check_size(size)
+    _check_device(device)
     if synthetic_only and not train_file:
         raise MedpfgmError("--synthetic-only needs --train-file (an augmented file with a train_synthetic mask)")
+    if train_file and not Path(train_file).is_file():
+        raise MedpfgmError(f"training file '{train_file}' does not exist")
+    _writable(Path(out) / "classifier.json", "--out")  # before the training, not after it
+
+    from medpfgm.augment import read_training_file  # torch loads here
+    from medpfgm.classifier import ClassifierConfig, classification_metrics, predict_proba, save_classifier, train_classifier
+    from medpfgm.data import load_split
+    from medpfgm.run import select_device
+
     dev = select_device(device)
     test_split = load_split(dataset, size, "test", data_root, verify=not no_verify)
     if train_file:
@@ -342,12 +349,13 @@ def evaluate(run_dir, method, samples, dataset, size, solver, steps, rtol, n, me
 @click.option("--reports", "reports_root", default="reports", show_default=True, type=click.Path(file_okay=False), help="Reports folder.")
 def report(dataset, size, reports_root):
     """Write reports/<dataset>_<size>/README.md (tables, NFE curves, per-class figures, grids) from its evaluations."""
-    from medpfgm.data import check_dataset, check_size
-    from medpfgm.evaluate.pipeline import report_dir
-    from medpfgm.evaluate.report import build_report
+    from medpfgm.catalog import check_dataset, check_size
 
     check_dataset(dataset)
     check_size(size)
+    from medpfgm.evaluate.pipeline import report_dir
+    from medpfgm.evaluate.report import build_report
+
     folder = report_dir(dataset, size, reports_root)
     if not folder.is_dir():
         raise MedpfgmError(f"no report folder '{folder}'; run `medpfgm evaluate` for {dataset} {size}px first")
@@ -363,6 +371,13 @@ def report(dataset, size, reports_root):
 @data_options
 def longtail(dataset, size, ratio, out, seed, data_root, no_verify):
     """Cut a training split to an exponential long-tailed profile (val and test kept)."""
+    from medpfgm.catalog import check_dataset, check_size
+
+    check_dataset(dataset)
+    check_size(size)
+    if not ratio >= 1:
+        raise MedpfgmError(f"--ratio must be at least 1 (largest class / smallest class), got {ratio:g}")
+    _writable(Path(out) / f"{dataset}.npz", "--out")
     from medpfgm.augment import make_long_tailed, read_provenance
     from medpfgm.data import ensure_file, resolve_root
 
@@ -384,13 +399,19 @@ def longtail(dataset, size, ratio, out, seed, data_root, no_verify):
 @runtime_options
 def augment(run_dir, target, out, solver, steps, batch_size, seed, data_root, no_verify, device, quiet):
     """Fill the rare classes of a run's training set with synthetic images up to a target count."""
+    from medpfgm.config import read_run_config
+
+    _positive("--steps", steps)
+    _positive("--batch-size", batch_size)
+    _check_device(device)
+    read_run_config(run_dir)
+    _writable(out)  # before any image is sampled
+
     from medpfgm.augment import check_trained_on, fill_counts, write_augmented
     from medpfgm.data import data_file, load_split, num_channels, resolve_root
     from medpfgm.run import load_run, select_device
     from medpfgm.sample import check_solver, generate, partial_path
 
-    _positive("--steps", steps)
-    _positive("--batch-size", batch_size)
     dev = select_device(device)
     run = load_run(run_dir, dev)
     cfg, sc = run.cfg, run.cfg.sample

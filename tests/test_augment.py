@@ -105,7 +105,7 @@ def test_a_changed_derived_file_fails_its_provenance_md5(capsys, tmp_path, data_
 @pytest.mark.parametrize(
     "args, fragments",
     [
-        (["longtail", "--dataset", "retinamnist", "--ratio", "0.5", "--out", "/tmp/x"], ["ratio must be >= 1", "0.5"]),
+        (["longtail", "--dataset", "retinamnist", "--ratio", "0.5", "--out", "/tmp/x"], ["--ratio must be at least 1", "0.5"]),
         (["augment", "--run", "/nonexistent", "--out", "/tmp/x.npz"], ["/nonexistent", "does not exist"]),
         (["augment", "--run", "/nonexistent", "--out", "/tmp/x.npz", "--steps", "0"], ["--steps must be a positive integer"]),
         (["classify", "--dataset", "retinamnist", "--out", "/tmp/x", "--synthetic-only"], ["--synthetic-only needs --train-file"]),

@@ -261,6 +261,12 @@ def test_without_run_the_default_folder_is_used_or_the_found_ones_are_listed(cap
         (["evaluate", "--run", "RUN", "--out", "/proc/x.json"], ["cannot write --out '/proc/x.json'"]),
         (["train", "--dataset", "pathmnist"], ["unknown dataset 'pathmnist'"]),
         (["train", "--device", "tpu"], ["unknown device 'tpu'"]),
+        (["classify", "--out", "/proc/clf"], ["cannot write --out '/proc/clf/classifier.json'"]),
+        (["classify", "--out", "x", "--train-file", "nope.npz"], ["training file 'nope.npz' does not exist"]),
+        (["longtail", "--ratio", "0.5", "--out", "x"], ["--ratio must be at least 1"]),
+        (["augment", "--run", "RUN", "--out", "/proc/fill.npz"], ["cannot write --out '/proc/fill.npz'"]),
+        (["augment", "--run", "README.md", "--out", "fill.npz"], ["'README.md' is a file, not a run folder"]),
+        (["report", "--dataset", "chestmnist"], ["unknown dataset 'chestmnist'"]),
     ],
 )
 def test_cheap_mistakes_are_refused_before_torch_loads(trained_run, args, fragments):
