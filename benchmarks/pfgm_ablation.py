@@ -230,6 +230,7 @@ def main() -> None:
             for steps in (int(s) for s in args.steps.split(",")):
                 run_dir = OUT / ARMS[name].reuse / "run" if ARMS[name].reuse else train_arm(name, steps, device)
                 score_arm(name, run_dir, spaces, classifier, train_split, test_split, device)
+                write_page(load_scores())  # after each score: a long queue shows its results as they come
     print(write_page(load_scores()))
 
 
