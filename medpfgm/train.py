@@ -14,7 +14,9 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
+from medpfgm import distributed
 from medpfgm.config import RunConfig
+from medpfgm.distributed import Context
 from medpfgm.data import RandomBatches, load_split, mean_l2_norm
 from medpfgm.errors import Interrupted, MedpfgmError
 from medpfgm.figures import plot_loss
@@ -63,10 +65,11 @@ class Trainer:
     Everything that decides the next loss is in ``state_dict``, so a resumed run continues exactly.
     """
 
-    def __init__(self, cfg: RunConfig, train_split, device: torch.device):
-        self.cfg, self.device = cfg, device
+    def __init__(self, cfg: RunConfig, train_split, device: torch.device, ctx: Context = Context()):
+        self.cfg, self.device, self.ctx = cfg, device, ctx
         self.method = build_method(cfg, image_shape(cfg))
         self.net = build_net(cfg, self.method).to(device)
+        self.model = ctx.wrap(self.net, device)  # what the loss runs: the net itself, or DDP around it
         self.ema = AveragedModel(self.net, multi_avg_fn=ema_update(cfg.train.ema_decay, cfg.train.ema_rampup), use_buffers=True)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         warmup = max(1, cfg.train.warmup_steps)
@@ -82,8 +85,9 @@ class Trainer:
         self.net.train()
         images, labels = self.batches.sample(self.method.data_batch_size(self.cfg.train.batch_size), self.data_gen)
         images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        part = self.ctx.part(self.cfg.train.batch_size)  # every rank drew the global batch; it trains on its rows
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            loss = self.method.loss(self.net, images, labels, self.noise_gen)
+            loss = self.method.loss(self.model, images, labels, self.noise_gen, part)
         if not torch.isfinite(loss):
             raise MedpfgmError(f"loss became {loss.item()} at step {self.step + 1}; lower the learning rate or check the data")
         self.opt.zero_grad(set_to_none=True)
@@ -93,7 +97,7 @@ class Trainer:
         self.sched.step()
         self.ema.update_parameters(self.net)
         self.step += 1
-        return loss.item(), grad_norm.item()
+        return self.ctx.mean(loss.detach()), grad_norm.item()  # the global batch's loss on every rank
 
     def state_dict(self) -> dict:
         return {
@@ -122,27 +126,33 @@ class Trainer:
         self.step, self.train_seconds = int(state["step"]), float(state["train_seconds"])
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the loop is so that it saves a checkpoint as for Ctrl-C."""
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM (`kill`, a scheduler, torchrun passing one on) as a flag that the loop
+    reads between steps, so the checkpoint it saves is a whole step, on one rank for all. A second
+    Ctrl-C stops at once. Outside the main thread (no signals there) it never fires."""
 
+    def __init__(self):
+        self.signum: int | None = None
+        self.previous = {}
 
-def _stop_on_sigterm():
-    """Turn SIGTERM (a `kill`, a scheduler's stop) into ``Terminated`` so the loop saves a checkpoint.
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._note)
+        return self
 
-    Returns a function that restores the previous handler. A no-op outside the main thread.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
+    def _note(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
 
-    def interrupt(signum, frame):
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def prepare_run(
-    run_dir: str | Path, cfg: RunConfig, resume: bool, steps: int | None = None
+    run_dir: str | Path, cfg: RunConfig, resume: bool, steps: int | None = None, ctx: Context = Context()
 ) -> tuple[RunPaths, RunConfig, dict | None]:
     """Check the run folder against --resume and return (paths, config, checkpoint state or None).
 
@@ -150,14 +160,14 @@ def prepare_run(
     (when given) moves that target, e.g. to extend a finished run.
     """
     paths = RunPaths(Path(run_dir))
-    for stale in paths.checkpoints.glob(".*.tmp") if paths.checkpoints.is_dir() else []:
+    for stale in paths.checkpoints.glob(".*.tmp") if paths.checkpoints.is_dir() and ctx.main else []:
         stale.unlink(missing_ok=True)  # a checkpoint write cut short by a kill: the last complete one stands
     if resume:
         if not paths.last_checkpoint.is_file():
             raise MedpfgmError(f"--resume: run folder '{paths.root}' has no checkpoint to resume from")
         state = load_checkpoint(paths.last_checkpoint)
         saved = RunConfig.from_dict(state["config"], source=f"checkpoint '{paths.last_checkpoint}'")
-        if paths.log.is_file():  # drop lines logged after the checkpoint: they will be logged again
+        if paths.log.is_file() and ctx.main:  # drop lines logged after the checkpoint: they will be logged again
             kept = [r for r in read_jsonl(paths.log) if r["step"] <= state["step"]]
             atomic_write(paths.log, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in kept)))
         if steps is not None:
@@ -165,7 +175,8 @@ def prepare_run(
         return paths, saved, state
     if paths.last_checkpoint.is_file():
         raise MedpfgmError(f"run folder '{paths.root}' already holds a trained run; pass --resume or choose another --run")
-    paths.log.unlink(missing_ok=True)  # lines of an attempt killed before its first checkpoint
+    if ctx.main:
+        paths.log.unlink(missing_ok=True)  # lines of an attempt killed before its first checkpoint
     return paths, cfg, None
 
 
@@ -191,31 +202,42 @@ def train(
 
     With ``resume`` the checkpoint's own configuration is used and ``steps`` (if given) sets its target.
     """
-    paths, cfg, state = prepare_run(run_dir, cfg, resume, steps)
+    ctx, device = distributed.setup(device)
+    paths, cfg, state = prepare_run(run_dir, cfg, resume, steps, ctx)
     split = load_split(cfg.dataset, cfg.size, "train", data_root, verify=verify)
-    record_training_data(paths, split, resume)
-    ensure_dir(paths.checkpoints)
+    if ctx.main:
+        record_training_data(paths, split, resume)
+        ensure_dir(paths.checkpoints)
     if state is None:
         cfg = resolve_config(cfg, split.images)
+    ctx.part(cfg.train.batch_size)  # a batch that does not divide among the ranks is refused before any step
     torch.manual_seed(cfg.seed)
-    trainer = Trainer(cfg, split, device)
+    trainer = Trainer(cfg, split, device, ctx)
     if state is not None:
         trainer.load_state_dict(state)
-    write_json(paths.config, cfg.to_dict())
+    if ctx.main:
+        write_json(paths.config, cfg.to_dict())
     tc = cfg.train
-    bar = tqdm(total=tc.steps, initial=trainer.step, desc=f"{cfg.method} {cfg.dataset} {cfg.size}px", disable=not progress, dynamic_ncols=True)
+    desc = f"{cfg.method} {cfg.dataset} {cfg.size}px" + (f" ({ctx.world} processes)" if ctx.world > 1 else "")
+    bar = tqdm(total=tc.steps, initial=trainer.step, desc=desc, disable=not (progress and ctx.main), dynamic_ncols=True)
     window, started = [], time.perf_counter()
     saved_at = time.monotonic()
-    restore = _stop_on_sigterm()
-    try:
+    save = (lambda: save_checkpoint(paths.last_checkpoint, trainer.state_dict())) if ctx.main else (lambda: None)
+    with StopSignals() as stop:
         while trainer.step < tc.steps:
+            if ctx.any(stop.signum is not None, device):  # every rank stops after the same whole step
+                save()
+                bar.close()
+                error = Interrupted(f"interrupted at step {trainer.step}; saved {paths.last_checkpoint}, continue with --resume")
+                error.exit_code = 128 + (stop.signum or signal.SIGTERM)  # 130 for Ctrl-C, 143 for SIGTERM, as shells report them
+                raise error
             t0 = time.perf_counter()
             loss, grad_norm = trainer.train_step()
             trainer.train_seconds += time.perf_counter() - t0
             window.append(loss)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
-            if trainer.step % tc.log_every == 0 or trainer.step == tc.steps:
+            if ctx.main and (trainer.step % tc.log_every == 0 or trainer.step == tc.steps):
                 record = {
                     "step": trainer.step,
                     "loss": sum(window) / len(window),
@@ -228,18 +250,12 @@ def train(
                 window = []
             due = time.monotonic() - saved_at >= 60 * tc.checkpoint_minutes
             if trainer.step % tc.checkpoint_every == 0 or trainer.step == tc.steps or due:
-                save_checkpoint(paths.last_checkpoint, trainer.state_dict())
+                save()
                 saved_at = time.monotonic()
-    except KeyboardInterrupt as stop:
-        save_checkpoint(paths.last_checkpoint, trainer.state_dict())
-        bar.close()
-        error = Interrupted(f"interrupted at step {trainer.step}; saved {paths.last_checkpoint}, continue with --resume")
-        error.exit_code = 143 if isinstance(stop, Terminated) else 130  # 128 + SIGTERM or SIGINT, as shells report them
-        raise error from None
-    finally:
-        restore()
     bar.close()
-    plot_loss(paths.log, paths.loss_plot, title=paths.root.name)
+    if ctx.main:
+        plot_loss(paths.log, paths.loss_plot, title=paths.root.name)
+    ctx.barrier()  # no rank leaves (and, under torchrun, ends the group) before rank 0 has written
     return {
         "run": str(paths.root),
         "step": trainer.step,

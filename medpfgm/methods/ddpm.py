@@ -37,12 +37,13 @@ class DDPM:
     def data_batch_size(self, batch_size: int) -> int:
         return batch_size
 
-    def loss(self, net, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """||eps_theta(x_t, t, c) - eps||^2 with t ~ U{0..T-1}, mean over pixels and batch."""
-        t = torch.randint(0, self.cfg.num_train_timesteps, (len(images),), generator=generator, device=images.device)
-        noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
-        noisy = self.train_scheduler.add_noise(images, noise, t)
-        return (net(noisy, timesteps=t, class_labels=labels).float() - noise).pow(2).mean()
+    def loss(self, net, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, part: slice = slice(None)) -> torch.Tensor:
+        """||eps_theta(x_t, t, c) - eps||^2 with t ~ U{0..T-1}, mean over pixels and the rows ``part``
+        (the randomness is drawn for the whole batch, so the rows of any split are those of one process)."""
+        t = torch.randint(0, self.cfg.num_train_timesteps, (len(images),), generator=generator, device=images.device)[part]
+        noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)[part]
+        noisy = self.train_scheduler.add_noise(images[part], noise, t)
+        return (net(noisy, timesteps=t, class_labels=labels[part]).float() - noise).pow(2).mean()
 
     def prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn((n, *self.image_shape), generator=generator)

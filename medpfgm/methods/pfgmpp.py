@@ -36,12 +36,14 @@ class PFGMPP:
         timesteps = log_timestep(sigma, self.cfg.sigma_min, self.cfg.sigma_max)
         return c_skip * x + c_out * net(c_in * x, timesteps=timesteps, class_labels=labels).float()
 
-    def loss(self, net, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """lambda(sigma) ||D_theta(y + n, sigma) - y||^2, mean over pixels and batch; n ~ the PFGM++ kernel."""
+    def loss(self, net, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, part: slice = slice(None)) -> torch.Tensor:
+        """lambda(sigma) ||D_theta(y + n, sigma) - y||^2, mean over pixels and the rows ``part``; n ~ the
+        PFGM++ kernel (drawn for the whole batch: any split of the rows gives one process's numbers)."""
         cfg = self.cfg
         sigma = pfgmpp.sample_sigma(len(images), cfg.p_mean, cfg.p_std, generator, images.device)
         noise = pfgmpp.kernel_noise(images.shape, sigma, self.aug_dim, generator, images.dtype, images.device)
-        denoised = self.denoise(net, images + noise, sigma, labels)
+        images, noise, sigma = images[part], noise[part], sigma[part]
+        denoised = self.denoise(net, images + noise, sigma, labels[part])
         weight = pfgmpp.edm_loss_weight(sigma, cfg.sigma_data).view(-1, 1, 1, 1)
         return (weight * (denoised - images).pow(2)).mean()
 

@@ -1,0 +1,97 @@
+"""DDP on CPU (gloo): K processes under torchrun train the run one process trains, resume it exactly,
+and sample the images one process samples."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medpfgm.cli import main
+from tests.conftest import write_tiny_recipe
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(args: list[str], data_root: Path, nproc: int = 2, launcher: list[str] | None = None, wait: bool = True):
+    """`torchrun … -m medpfgm.cli ARGS` with one thread per process; returns the finished process or the Popen."""
+    env = {**os.environ, "MEDPFGM_DATA": str(data_root), "OMP_NUM_THREADS": "1"}
+    launcher = launcher or ["--standalone", f"--nproc-per-node={nproc}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *launcher, "-m", "medpfgm", "--", *args]  # "--": torchrun would read --run
+    if not wait:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Same losses step by step and the same EMA weights, to float tolerance (sums in another order)."""
+    np.testing.assert_allclose(losses(a), losses(b), rtol=2e-5)
+    ema_a = torch.load(a / "checkpoints" / "last.pt", weights_only=True)["ema"]
+    ema_b = torch.load(b / "checkpoints" / "last.pt", weights_only=True)["ema"]
+    for key in ema_a:
+        torch.testing.assert_close(ema_a[key], ema_b[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["pfgmpp", "ddpm", "pfgm"])
+def test_two_processes_train_the_run_of_one(tmp_path, data_root, monkeypatch, method):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    recipe = str(write_tiny_recipe(tmp_path / "tiny.toml", method))
+    assert main(["train", "--recipe", recipe, "--run", str(tmp_path / "one"), "--quiet"]) == 0
+    torchrun(["train", "--recipe", recipe, "--run", str(tmp_path / "two"), "--quiet"], data_root)
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+    assert len(losses(tmp_path / "two")) == 6  # rank 0 alone writes the log
+
+
+def test_a_ddp_run_resumes_exactly_and_refuses_an_indivisible_batch(tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    recipe = str(write_tiny_recipe(tmp_path / "tiny.toml", "pfgmpp"))
+    torchrun(["train", "--recipe", recipe, "--run", str(tmp_path / "full"), "--quiet"], data_root)
+    torchrun(["train", "--recipe", recipe, "--run", str(tmp_path / "cut"), "--steps", "3", "--quiet"], data_root)
+    torchrun(["train", "--run", str(tmp_path / "cut"), "--resume", "--steps", "6", "--quiet"], data_root)
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
+    for key in a["ema"]:
+        assert torch.equal(a["ema"][key], b["ema"][key])  # same machine, same ranks: bit for bit
+    assert losses(tmp_path / "full") == losses(tmp_path / "cut")
+    env = {**os.environ, "MEDPFGM_DATA": str(data_root), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=3", "-m", "medpfgm", "--",
+           "train", "--recipe", recipe, "--run", str(tmp_path / "three"), "--quiet"]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "batch size 16 does not divide among 3 processes" in done.stderr
+
+
+def test_two_nodes_of_one_process_each_train_one_run(tmp_path, data_root, monkeypatch):
+    """Multi-node, simulated: two torchrun launchers on 127.0.0.1 meet through the c10d rendezvous."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    recipe = str(write_tiny_recipe(tmp_path / "tiny.toml", "pfgmpp"))
+    assert main(["train", "--recipe", recipe, "--run", str(tmp_path / "one"), "--quiet"]) == 0
+    port = free_port()
+    nodes = [
+        torchrun(["train", "--recipe", recipe, "--run", str(tmp_path / "nodes"), "--quiet"], data_root, wait=False,
+                 launcher=["--nnodes=2", f"--node-rank={rank}", "--nproc-per-node=1", "--rdzv-backend=c10d",
+                           f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=medpfgm-test"])  # fmt: skip
+        for rank in (0, 1)
+    ]
+    for node in nodes:
+        _, err = node.communicate(timeout=600)
+        assert node.returncode == 0, err[-3000:]
+    assert_same_run(tmp_path / "one", tmp_path / "nodes")
