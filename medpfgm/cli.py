@@ -167,12 +167,13 @@ def synthesize(run_dir, method, dataset, size, class_id, n, solver, steps, rtol,
     tag = f"class{class_id}" if class_id is not None else "all"
     out = _writable(out or Path("samples") / f"{pre.label}_{pre.dataset}_{pre.size}" / f"{tag}_{solver}_n{n}_seed{seed}.npz")
 
+    from medpfgm import distributed
     from medpfgm.figures import class_grid
     from medpfgm.io import save_images_npz
     from medpfgm.run import load_run, select_device
     from medpfgm.sample import check_solver, generate, partial_path
 
-    dev = select_device(device)
+    ctx, dev = distributed.setup(select_device(device))  # under torchrun: the batches are shared out
     run = load_run(run_dir, dev)
     if z_exp is not None:
         run.method.cfg = dataclasses.replace(run.method.cfg, z_exp=z_exp)
@@ -183,6 +184,8 @@ def synthesize(run_dir, method, dataset, size, class_id, n, solver, steps, rtol,
         run, labels, solver, steps or sc.steps, rtol or sc.rtol, atol or sc.atol, batch_size or sc.batch_size, seed, dev,
         progress=not quiet, resume=partial_path(out),
     )  # fmt: skip
+    if not ctx.main:
+        return
     save_images_npz(out, images, labels.astype(np.int64), nfe=np.asarray(nfes))
     title = f"{run.cfg.label} {run.cfg.dataset} {run.cfg.size}px ({run_dir}), step {run.step}, {solver} NFE {np.mean(nfes):.0f}"
     grid = class_grid(images, labels, run.class_names, out.with_suffix(".png"), title=title)
@@ -293,12 +296,13 @@ def evaluate(run_dir, method, samples, dataset, size, solver, steps, rtol, n, me
     if out:
         _writable(out)
 
+    from medpfgm import distributed
     from medpfgm.data import load_split  # torch loads here, after the cheap checks
     from medpfgm.evaluate import pipeline as P
     from medpfgm.evaluate.protocol import ImageSet, stratified_counts
     from medpfgm.run import load_run, select_device
 
-    dev = select_device(device)
+    ctx, dev = distributed.setup(select_device(device))  # under torchrun the ranks share the sampling; rank 0 scores
     note = (lambda msg: click.echo(msg, err=True)) if not quiet else (lambda msg: None)
     run = load_run(run_dir, dev) if run_dir else None
     if run:
@@ -318,6 +322,10 @@ def evaluate(run_dir, method, samples, dataset, size, solver, steps, rtol, n, me
     if run and not out:
         P.refuse_other_run(results / f"{P.run_setting(run, solver, steps, rtol)[-1]}{suffix}.json", run_dir)
     train, test = (load_split(dataset, size, split, data_root, verify=verify) for split in ("train", "test"))
+    if run and not ctx.main:  # a helper rank: its share of the samples, nothing else
+        counts = stratified_counts(train.class_counts(), n or P.FULL_REFERENCE_N) if full_reference else P.eval_counts(train, test, n)
+        P.run_subject(run, run_dir, counts, solver, steps, rtol, batch_size, seed, dev, False)
+        return
     if full_reference:
         counts = fake.counts(len(class_names(dataset))) if fake is not None else stratified_counts(train.class_counts(), n or P.FULL_REFERENCE_N)
         classifier, _ = P.checked_classifier(classifier_dir, dataset, size, dev)
@@ -407,12 +415,13 @@ def augment(run_dir, target, out, solver, steps, batch_size, seed, data_root, no
     read_run_config(run_dir)
     _writable(out)  # before any image is sampled
 
+    from medpfgm import distributed
     from medpfgm.augment import check_trained_on, fill_counts, write_augmented
     from medpfgm.data import data_file, load_split, num_channels, resolve_root
     from medpfgm.run import load_run, select_device
     from medpfgm.sample import check_solver, generate, partial_path
 
-    dev = select_device(device)
+    ctx, dev = distributed.setup(select_device(device))
     run = load_run(run_dir, dev)
     cfg, sc = run.cfg, run.cfg.sample
     split = load_split(cfg.dataset, cfg.size, "train", data_root, verify=not no_verify)  # finds and verifies the file
@@ -429,6 +438,8 @@ def augment(run_dir, target, out, solver, steps, batch_size, seed, data_root, no
             run, synth_labels, solver, steps or sc.steps, sc.rtol, sc.atol, batch_size or sc.batch_size, seed, dev,
             progress=not quiet, resume=partial_path(Path(out)),
         )  # fmt: skip
+    if not ctx.main:
+        return
     provenance = {"made_by": "medpfgm augment", "run": str(run_dir), "run_step": run.step, "solver": solver, "steps": steps or sc.steps, "seed": seed, "target": target, "filled": missing.tolist()}
     path = write_augmented(source, cfg.dataset, cfg.size, images, synth_labels, out, provenance)
     click.echo(f"wrote {path}: {len(synth_labels)} synthetic images, per class {missing.tolist()}")
@@ -452,6 +463,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         click.echo(f"error: internal error {type(exc).__name__}: {shorten(str(exc), 200)} (MEDPFGM_DEBUG=1 shows the traceback)", err=True)
         return 1
+    finally:
+        if "medpfgm.distributed" in sys.modules:  # under torchrun: leave the group cleanly
+            from medpfgm import distributed
+
+            distributed.teardown(distributed.current())
     return 0
 
 

@@ -91,6 +91,13 @@ def setup(device: torch.device) -> tuple[Context, torch.device]:
     return Context(rank, world, local), device
 
 
+def current() -> Context:
+    """The context of a process that has joined a group with ``setup`` (or 0 of 1)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return Context()
+    return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
 def teardown(ctx: Context) -> None:
     if ctx.world > 1 and dist.is_initialized():
         dist.destroy_process_group()

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
+from medpfgm import distributed
 from medpfgm.data import NPZ_ERRORS
 from medpfgm.errors import MedpfgmError
 from medpfgm.io import save_images_npz, state_digest
@@ -117,7 +118,9 @@ def generate(
 ) -> tuple[np.ndarray, list[int], float]:
     """Sample one image per entry of ``labels`` from a loaded run, batch by batch.
 
-    Returns images uint8 (n, H, W, C), the NFE of each batch and the sampling seconds. Batch k draws
+    Returns images uint8 (n, H, W, C), the NFE of each batch and the sampling seconds (summed over
+    batches). Under torchrun the batches are shared out round by round (batch k on rank k mod K) and
+    rank 0 gets them all, in order; the other ranks get None for the images. Batch k draws
     its prior from a generator seeded with (seed, k), so a given seed and batch size give the same
     images. With ``resume``, finished batches are kept in that file (rewritten atomically after each
     batch) and a killed call with the same arguments goes on from the last finished batch, giving the
@@ -129,23 +132,29 @@ def generate(
 
     key = f"{state_digest(run.net)}|{solver}|{steps}|{rtol:g}|{atol:g}|b{batch_size}|seed{seed}"  # not the path: a fresh clone resumes too
     images, nfes, seconds = load_partial(resume, key, labels)
-    bar = tqdm(total=len(labels), desc=f"sampling ({solver})", unit="img", disable=not progress, dynamic_ncols=True)
+    ctx = distributed.current()
+    bar = tqdm(total=len(labels), desc=f"sampling ({solver})", unit="img", disable=not (progress and ctx.main), dynamic_ncols=True)
     bar.update(sum(len(x) for x in images))
-    for k, start in enumerate(range(0, len(labels), batch_size)):
-        if k < len(nfes):
-            continue
-        t0 = time.perf_counter()
-        generator = batch_generator(seed, k)
-        batch = torch.as_tensor(labels[start : start + batch_size], dtype=torch.int64, device=device)
-        x, nfe = solve(run.method, run.net, batch, solver, steps, rtol, atol, generator)
-        images.append(to_uint8(x))
-        nfes.append(nfe)
-        seconds += time.perf_counter() - t0
-        if resume is not None and start + batch_size < len(labels):
+    starts = range(0, len(labels), batch_size)
+    for first in range(len(nfes), len(starts), ctx.world):  # a round: batch first + r on rank r
+        k, result = first + ctx.rank, None
+        if k < len(starts):
+            t0 = time.perf_counter()
+            batch = torch.as_tensor(labels[starts[k] : starts[k] + batch_size], dtype=torch.int64, device=device)
+            x, nfe = solve(run.method, run.net, batch, solver, steps, rtol, atol, batch_generator(seed, k))
+            result = (to_uint8(x), nfe, time.perf_counter() - t0)
+        for done in ctx.gather(result) or []:  # rank 0 collects the round in batch order
+            if done is not None:
+                images.append(done[0])
+                nfes.append(done[1])
+                seconds += done[2]
+                bar.update(len(done[0]))
+                bar.set_postfix(nfe=done[1])
+        if ctx.main and resume is not None and len(nfes) < len(starts):
             save_images_npz(resume, np.concatenate(images), labels, nfe=np.asarray(nfes), seconds=np.asarray(seconds), key=np.asarray(key))
-        bar.update(len(batch))
-        bar.set_postfix(nfe=nfe)
     bar.close()
+    if not ctx.main:
+        return None, nfes, seconds
     if resume is not None:
         Path(resume).unlink(missing_ok=True)
     return np.concatenate(images), nfes, seconds

@@ -95,3 +95,19 @@ def test_two_nodes_of_one_process_each_train_one_run(tmp_path, data_root, monkey
         _, err = node.communicate(timeout=600)
         assert node.returncode == 0, err[-3000:]
     assert_same_run(tmp_path / "one", tmp_path / "nodes")
+
+
+def test_two_processes_sample_the_images_of_one(tmp_path, data_root, monkeypatch):
+    """synthesize under torchrun shares the batches out and gives one process's images, in order; a
+    killed one-process call's partial file is taken up by two processes."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    recipe = str(write_tiny_recipe(tmp_path / "tiny.toml", "pfgmpp"))
+    run = str(tmp_path / "run")
+    assert main(["train", "--recipe", recipe, "--run", run, "--quiet"]) == 0
+    common = ["-n", "36", "--batch-size", "8", "--solver", "heun", "--steps", "3", "--quiet"]  # 5 batches: the last round is uneven
+    assert main(["synthesize", "--run", run, *common, "--out", str(tmp_path / "one.npz")]) == 0
+    torchrun(["synthesize", "--run", run, *common, "--out", str(tmp_path / "two.npz")], data_root)
+    with np.load(tmp_path / "one.npz") as a, np.load(tmp_path / "two.npz") as b:
+        assert np.array_equal(a["images"], b["images"]) and np.array_equal(a["labels"], b["labels"])
+        assert a["nfe"].tolist() == b["nfe"].tolist() == [5] * 5
+    assert not (tmp_path / "two.partial.npz").exists()

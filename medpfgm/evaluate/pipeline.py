@@ -117,6 +117,8 @@ def run_samples(run, counts: np.ndarray, solver: str, steps: int, rtol: float, a
         except (KeyError, *NPZ_ERRORS):  # a damaged cached file is sampled again
             pass
     images, nfes, seconds = generate(run, labels, solver, steps, rtol, atol, batch_size, seed, device, progress, resume=partial_path(path))
+    if images is None:  # a helper rank under torchrun: rank 0 holds and keeps the samples
+        return None, {}
     save_images_npz(path, images, labels, nfe=np.asarray(nfes), seconds=np.asarray(seconds))
     return ImageSet(images, labels, path.stem), {"nfe": float(np.mean(nfes)), "seconds": seconds, "samples": str(path)}
 
@@ -236,6 +238,8 @@ def run_subject(run, run_dir, counts, solver, steps, rtol, batch_size, seed, dev
     solver, steps, rtol, setting, stem = run_setting(run, solver, steps, rtol)
     load = os.getloadavg()[0] / (os.cpu_count() or 1)  # timings below are only comparable on a quiet machine
     fake, info = run_samples(run, counts, solver, steps, rtol, rtol, batch_size or run.cfg.sample.batch_size, seed, device, progress)
+    if fake is None:
+        return None, None, stem
     rk45 = solver == "rk45"
     subject = {
         "label": run.cfg.label, "method": run.cfg.method, "run": str(run_dir), "step": run.step, "solver": solver,
