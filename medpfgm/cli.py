@@ -14,6 +14,8 @@ import numpy as np
 from medpfgm.errors import MedpfgmError, shorten
 
 DEVICES = ("auto", "cpu", "cuda")
+MIN_EVAL_K = 5  # PRDC's k (medpfgm.evaluate.metrics.prdc)
+MIN_EVAL_N = 2 * MIN_EVAL_K  # fewer images than this leave PRDC's neighbourhoods undefined
 DEFAULT_METHOD = "pfgmpp"  # of `train`, and the run folder `synthesize` and `evaluate` use without --run
 
 
@@ -285,6 +287,8 @@ def evaluate(run_dir, method, samples, dataset, size, solver, steps, rtol, n, me
     names = parse_metrics(metrics)
     for name, value in (("-n", n), ("--steps", steps), ("--repeats", repeats), ("--batch-size", batch_size)):
         _positive(name, value)
+    if n is not None and n < MIN_EVAL_N:
+        raise MedpfgmError(f"-n {n} is too few to score: PRDC's {MIN_EVAL_K} nearest neighbours need at least {MIN_EVAL_N} images")
     if sum(map(bool, (run_dir, samples, ladder))) > 1:
         raise MedpfgmError("give at most one of --run, --samples or --ladder (none: the default run folder of --method/--dataset/--size)")
     if full_reference and ladder:

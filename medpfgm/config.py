@@ -54,7 +54,7 @@ class TrainConfig:
     ema_decay: float = 0.999  # sets the EMA half-life: ln 0.5 / ln decay steps
     ema_rampup: float = 0.0  # > 0: half-life at most this fraction of the steps so far (EDM: 0.05); 0: plain EMA
     flip: bool = True
-    amp: bool = False  # bfloat16 autocast for the network on CUDA; ignored on CPU
+    amp: bool = False  # bfloat16 autocast for the network (CUDA or CPU); targets and physics stay float32/64
     log_every: int = 10
     checkpoint_every: int = 250
     checkpoint_minutes: float = 2.0  # also checkpoint when this long has passed since the last one: a kill loses minutes, not hours

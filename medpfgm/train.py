@@ -78,7 +78,7 @@ class Trainer:
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
         self.noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         self.step, self.train_seconds = 0, 0.0
-        self.amp = cfg.train.amp and device.type == "cuda"
+        self.amp = cfg.train.amp  # bfloat16 autocast of the network, on CUDA and on CPU alike
 
     def train_step(self) -> tuple[float, float]:
         """One optimizer step; returns (loss, gradient norm before clipping)."""

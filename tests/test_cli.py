@@ -258,6 +258,7 @@ def test_without_run_the_default_folder_is_used_or_the_found_ones_are_listed(cap
         (["synthesize", "--run", "RUN", "-n", "2", "--out", "/proc/x.npz"], ["cannot write --out '/proc/x.npz'"]),
         (["synthesize", "--run", "RUN", "-n", "2", "--class", "9"], ["class 9 is out of range"]),
         (["evaluate", "--run", "RUN", "--metrics", "fdi"], ["unknown metric 'fdi'"]),
+        (["evaluate", "--run", "RUN", "-n", "5"], ["-n 5 is too few to score", "at least 10"]),
         (["evaluate", "--run", "RUN", "--out", "/proc/x.json"], ["cannot write --out '/proc/x.json'"]),
         (["train", "--dataset", "pathmnist"], ["unknown dataset 'pathmnist'"]),
         (["train", "--device", "tpu"], ["unknown device 'tpu'"]),

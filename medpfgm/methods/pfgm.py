@@ -79,7 +79,7 @@ class PFGM:
         y, z = poisson.perturb(charges[:b], cfg.m_max, cfg.sigma, cfg.tau, cfg.restrict_m, generator)
         y, z, point_labels = y[part], z[part], labels[:b][part]
         field_labels = dict(labels=point_labels, charge_labels=labels) if self.conditional else {}
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(y.device.type, enabled=False):  # log-weights of (N+1)-th powers: never bf16
             v_x, v_z = poisson.empirical_field(y, z, charges, cfg.gamma, cfg.field_chunk, **field_labels)
         p_x, p_z = self.field(net, y.view(len(y), *self.image_shape), z, point_labels)
         w = self.n_dim if cfg.z_loss_weight is None else cfg.z_loss_weight
