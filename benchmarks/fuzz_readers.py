@@ -241,7 +241,7 @@ def fuzz(work: Path, random_cases: int, seed: int, data_root: Path) -> dict:
     from medpfgm.cli import main
 
     recipe = work / "tiny.toml"
-    recipe.write_text((ROOT / "tests" / "conftest.py").read_text().split('TINY_RECIPE = """')[1].split('"""')[0])
+    recipe.write_text((ROOT / "recipes" / "tiny.toml").read_text())
     os.environ["MEDPFGM_DATA"] = str(data_root)
     assert main(["train", "--recipe", str(recipe), "--run", str(work / "run"), "--quiet", "--device", "cpu"]) == 0
     valid_ckpt = work / "run" / "checkpoints" / "last.pt"

@@ -30,25 +30,7 @@ sys.path.insert(0, str(ROOT))
 from medpfgm.evaluate.pipeline import machine  # noqa: E402
 from medpfgm.io import write_json  # noqa: E402
 
-RECIPE = """
-method = "pfgmpp"
-dataset = "bloodmnist"
-size = 28
-seed = 0
-[net]
-channels = [16, 32]
-num_res_blocks = 1
-attention_levels = [false, false]
-norm_num_groups = 8
-num_head_channels = 16
-[train]
-steps = {steps}
-batch_size = 16
-lr = 1e-3
-warmup_steps = 1
-log_every = 1
-checkpoint_every = 1
-"""
+RECIPE = (ROOT / "recipes" / "tiny.toml").read_text().replace('method = "pfgm"', 'method = "pfgmpp"').replace("checkpoint_every = 3", "checkpoint_every = 1")
 
 
 def train_command(recipe: Path, run: Path, resume: bool) -> list[str]:
@@ -92,7 +74,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     args.work.mkdir(parents=True, exist_ok=True)
     recipe = args.work / "tiny.toml"
-    recipe.write_text(RECIPE.format(steps=args.steps))
+    recipe.write_text(RECIPE.replace("steps = 6", f"steps = {args.steps}", 1))
     unbroken, broken = args.work / "unbroken", args.work / "broken"
     for folder in (unbroken, broken):
         subprocess.run(["rm", "-rf", str(folder)], check=True)

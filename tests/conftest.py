@@ -15,31 +15,7 @@ from medpfgm.physics import poisson
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DATA_ROOT = Path(os.environ.get("MEDPFGM_DATA", SHARED_DATA))
 
-TINY_RECIPE = """
-method = "pfgm"
-dataset = "bloodmnist"
-size = 28
-seed = 0
-[net]
-channels = [16, 32]
-num_res_blocks = 1
-attention_levels = [false, false]
-norm_num_groups = 8
-num_head_channels = 16
-[train]
-steps = 6
-batch_size = 16
-lr = 1e-3
-warmup_steps = 1
-log_every = 1
-checkpoint_every = 3
-[pfgm]
-field_batch = 128
-[sample]
-solver = "euler"
-steps = 8
-batch_size = 16
-"""
+TINY_RECIPE = (Path(__file__).resolve().parents[1] / "recipes" / "tiny.toml").read_text()
 
 
 @pytest.fixture(scope="session")
