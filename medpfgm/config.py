@@ -147,10 +147,6 @@ class RunConfig:
             cfg.pfgmpp.aug_dim = canonical_aug_dim(cfg.pfgmpp.aug_dim)
         except MedpfgmError as exc:
             raise MedpfgmError(f"{source}: pfgmpp.{exc}") from None
-        for name, allowed in PFGM_CHOICES.items():
-            value = getattr(cfg.pfgm, name)
-            if value not in allowed:
-                raise MedpfgmError(f"{source}: pfgm.{name} = '{value}' is not allowed; choose one of: {', '.join(allowed)}")
         _check_values(cfg, source)
         return cfg
 
@@ -172,6 +168,9 @@ def _check_values(cfg: RunConfig, source: str) -> None:
         raise bad("net.channels", cfg.net.channels, "give one positive width per level and as many attention_levels")
     if cfg.sample.solver not in SOLVERS[cfg.method]:
         raise bad("sample.solver", cfg.sample.solver, f"{cfg.method} samples with one of: {', '.join(SOLVERS[cfg.method])}")
+    for name, allowed in PFGM_CHOICES.items():
+        if getattr(cfg.pfgm, name) not in allowed:
+            raise bad(f"pfgm.{name}", getattr(cfg.pfgm, name), f"choose one of: {', '.join(allowed)}")
 
 
 def parse_aug_dim(value: int | float | str) -> float:
