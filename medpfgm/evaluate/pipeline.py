@@ -22,7 +22,7 @@ from medpfgm.errors import MedpfgmError
 from medpfgm.evaluate.evaluate import Evaluator, full_reference_score
 from medpfgm.evaluate.features import FeatureUnavailable, RadiomicsSpace, domain_space, inception_space
 from medpfgm.evaluate.protocol import ImageSet, max_stratified_n, stratified_counts
-from medpfgm.figures import class_grid, evaluation_grid
+from medpfgm.figures import evaluation_grid
 from medpfgm.io import save_images_npz, write_json
 
 DEFAULT_N = 400
