@@ -228,6 +228,8 @@ def main() -> None:
         spaces, unavailable = build_spaces(["fid"], classifier, None, device)
         for name in arms:
             for steps in (int(s) for s in args.steps.split(",")):
+                if (OUT / name / f"step{steps}.json").is_file():
+                    continue  # scored already (a fresh clone has the scores, not the training state)
                 run_dir = OUT / ARMS[name].reuse / "run" if ARMS[name].reuse else train_arm(name, steps, device)
                 score_arm(name, run_dir, spaces, classifier, train_split, test_split, device)
                 write_page(load_scores())  # after each score: a long queue shows its results as they come
