@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -111,3 +112,24 @@ def test_two_processes_sample_the_images_of_one(tmp_path, data_root, monkeypatch
         assert np.array_equal(a["images"], b["images"]) and np.array_equal(a["labels"], b["labels"])
         assert a["nfe"].tolist() == b["nfe"].tolist() == [5] * 5
     assert not (tmp_path / "two.partial.npz").exists()
+
+
+def test_two_processes_evaluate_as_one(tmp_path, data_root, monkeypatch):
+    """evaluate under torchrun: the helper rank samples its share, rank 0 scores; the result equals one process's."""
+    from medpfgm.classifier import ClassifierConfig, save_classifier, train_classifier
+    from medpfgm.data import load_split
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    run = str(tmp_path / "run")
+    assert main(["train", "--recipe", str(write_tiny_recipe(tmp_path / "tiny.toml", "pfgmpp")), "--run", run, "--quiet"]) == 0
+    train = load_split("bloodmnist", 28, "train", data_root)
+    net, _ = train_classifier(train.images[:200], train.labels[:200], 8, ClassifierConfig(width=4, epochs=1), progress=False)
+    for name in ("one", "two"):
+        save_classifier(tmp_path / name / "bloodmnist_28" / "classifier", net, ClassifierConfig(width=4, epochs=1), {"dataset": "bloodmnist", "size": 28, "test": {"accuracy": 0.5}})
+    shutil.copytree(run, tmp_path / "run2")  # its own samples cache: the two processes must sample, not read the first call's file
+    common = ["--solver", "heun", "--steps", "2", "-n", "40", "--batch-size", "8", "--metrics", "domain", "--repeats", "2", "--quiet"]
+    assert main(["evaluate", "--run", run, *common, "--reports", str(tmp_path / "one")]) == 0
+    torchrun(["evaluate", "--run", str(tmp_path / "run2"), *common, "--reports", str(tmp_path / "two")], data_root)
+    assert len(list((tmp_path / "run2" / "samples").glob("eval_*.npz"))) == 1
+    one, two = (json.loads((tmp_path / name / "bloodmnist_28" / "evaluations" / "pfgmpp_d128_heun2.json").read_text()) for name in ("one", "two"))
+    assert one["score"] == two["score"] and one["floor"] == two["floor"]
