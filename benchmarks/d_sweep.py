@@ -45,8 +45,7 @@ def main() -> None:
     for dim in args.dims.split(","):
         cfg = sweep_config(template, dim, args.steps)
         run_dir = args.folder / cfg.label / "run"
-        resume = (run_dir / "checkpoints" / "last.pt").is_file()
-        train(run_dir, cfg, torch.device("cpu"), resume=resume, steps=args.steps)
+        train(run_dir, cfg, torch.device("cpu"), resume="auto", steps=args.steps)
         if args.no_evaluate or (args.folder / "evaluations" / f"{cfg.label}_heun18.json").is_file():
             continue
         if medpfgm(["evaluate", "--run", str(run_dir), "--solver", "heun", "--steps", "18"]) != 0:

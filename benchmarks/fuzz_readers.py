@@ -246,17 +246,26 @@ def fuzz(work: Path, random_cases: int, seed: int, data_root: Path) -> dict:
     assert main(["train", "--recipe", str(recipe), "--run", str(work / "run"), "--quiet", "--device", "cpu"]) == 0
     valid_ckpt = work / "run" / "checkpoints" / "last.pt"
 
-    def read_checkpoint(path: Path):
-        run = work / f"run_{path.parent.name}"
-        shutil.copytree(work / "run", run, ignore=shutil.ignore_patterns("last.pt"))
-        shutil.copy(path, run / "checkpoints" / "last.pt")
-        try:
-            return load_run(run)
-        finally:
-            shutil.rmtree(run)
+    def reader(name: str, drop: str):
+        """Load a copy of the run whose file ``name`` is the case's (and whose ``drop`` is removed, so the
+        file under test is the one read)."""
+
+        def read(path: Path):
+            run = work / f"run_{path.parent.name}"
+            shutil.copytree(work / "run", run, ignore=shutil.ignore_patterns(name, drop))
+            shutil.copy(path, run / ("checkpoints" if name == "last.pt" else "") / name)
+            try:
+                return load_run(run)
+            finally:
+                shutil.rmtree(run)
+
+        return read
 
     finite = lambda run: all(torch.isfinite(p).all() for p in run.net.parameters())  # noqa: E731
-    record("checkpoint", checkpoint_cases(valid_ckpt) + damage_cases(valid_ckpt.read_bytes(), random_cases, rng), read_checkpoint, finite, "last.pt")
+    record("checkpoint", checkpoint_cases(valid_ckpt) + damage_cases(valid_ckpt.read_bytes(), random_cases, rng),
+           reader("last.pt", "ema.safetensors"), finite, "last.pt")  # fmt: skip
+    valid_model = work / "run" / "ema.safetensors"
+    record("model file", damage_cases(valid_model.read_bytes(), random_cases, rng), reader("ema.safetensors", "checkpoints"), finite, "ema.safetensors")
     pwned = Path("/tmp/medpfgm_fuzz_pwned")
     if pwned.exists():
         results["checkpoint"]["crash"] += 1

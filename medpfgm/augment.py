@@ -52,6 +52,64 @@ def fill_counts(class_counts: np.ndarray, target: str | int) -> np.ndarray:
     return np.maximum(goal - counts, 0)
 
 
+def fraction_of_gap(missing: np.ndarray, fraction: float) -> np.ndarray:
+    """Each class's share ``fraction`` (0 < f <= 1) of its gap, rounded down: a partial fill."""
+    if not 0 < fraction <= 1:
+        raise MedpfgmError(f"--fill-fraction must lie in (0, 1], got {fraction:g}")
+    return np.floor(np.asarray(missing) * fraction + 1e-9).astype(int)
+
+
+def confident(probs: np.ndarray, labels: np.ndarray, min_confidence: float) -> np.ndarray:
+    """Mask (n,) of images the classifier gives their intended class with probability >= ``min_confidence``.
+
+    probs: (n, K) class probabilities; labels: (n,) the classes the images were drawn for."""
+    return probs[np.arange(len(labels)), labels] >= min_confidence
+
+
+def check_filter_classifier(meta: dict, split: Split) -> None:
+    """The filter's classifier must have been trained on the real set being filled (its class counts), never on
+    the full set or the test split: otherwise it knows what the long tail hides."""
+    counts = meta.get("train_counts")
+    if counts != split.class_counts().tolist() or "synthetic" in str(meta.get("trained_on", "")):
+        raise MedpfgmError(
+            f"--filter classifier was trained on class counts {counts} ({meta.get('trained_on')}), not on this training set "
+            f"({split.class_counts().tolist()}); train it with `medpfgm classify --train-file` on the set to fill"
+        )
+
+
+FILTER_ROUNDS = 5  # a filtered fill draws at most this many times (each round asks for what is still missing, twice over)
+
+
+def filtered_fill(draw, classifier, missing: np.ndarray, min_confidence: float, seed: int, out: Path):
+    """Draw, keep what ``classifier`` is confident of, draw again for the rest, up to FILTER_ROUNDS rounds.
+
+    ``draw(labels, seed, resume_path)`` returns uint8 images (n, H, W, C) for ``labels``. Returns (images,
+    labels, {"drawn": per class, "kept": per class}); a class can stay short when its images are rarely
+    confident (the provenance says how short). One process.
+    """
+    from medpfgm.classifier import predict_proba
+    from medpfgm.sample import partial_path
+
+    need, kept_images, kept_labels = missing.copy(), [], []
+    drawn = np.zeros_like(missing)
+    for r in range(FILTER_ROUNDS):
+        if need.sum() == 0:
+            break
+        ask = np.repeat(np.arange(len(need)), 2 * need)  # twice what is missing: most rounds finish at once
+        images = draw(ask, seed + 1_000 * r, partial_path(out.with_name(f"{out.stem}.round{r}.npz")))
+        drawn += np.bincount(ask, minlength=len(need))
+        ok = confident(predict_proba(classifier, images), ask, min_confidence)
+        for c in np.flatnonzero(need):
+            take = np.flatnonzero(ok & (ask == c))[: need[c]]
+            kept_images.append(images[take])
+            kept_labels.append(ask[take])
+            need[c] -= len(take)
+    labels = np.concatenate(kept_labels).astype(np.int64) if kept_labels else np.zeros(0, np.int64)
+    images = np.concatenate(kept_images) if kept_images else np.zeros((0, *images.shape[1:]), np.uint8)
+    kept = np.bincount(labels, minlength=len(missing))
+    return images, labels, {"drawn": drawn.tolist(), "kept": kept.tolist()}
+
+
 def _read_all(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path) as npz:

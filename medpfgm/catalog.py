@@ -23,6 +23,7 @@ CLASS_NAMES = {
 CHANNELS = {"bloodmnist": 3, "dermamnist": 3, "retinamnist": 3}
 DATASETS = tuple(CLASS_NAMES)
 METRIC_SPACES = ("domain", "frd", "fid")  # the feature spaces `medpfgm evaluate` scores in
+METRICS = (*METRIC_SPACES, "memorization")  # what --metrics takes: the spaces and the memorization audit
 
 
 def check_dataset(name: str) -> str:
@@ -56,7 +57,7 @@ def check_class(dataset: str, class_id: int) -> int:
 def parse_metrics(text: str) -> list[str]:
     """'domain,fid' -> ['domain', 'fid']; an unknown or empty list is a one-line error."""
     names = [m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in names if m not in METRIC_SPACES]
+    bad = [m for m in names if m not in METRICS]
     if bad or not names:
-        raise MedpfgmError(f"unknown metric '{','.join(bad) or text}'; choose from: {', '.join(METRIC_SPACES)}")
+        raise MedpfgmError(f"unknown metric '{','.join(bad) or text}'; choose from: {', '.join(METRICS)}")
     return names

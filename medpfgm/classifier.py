@@ -39,6 +39,8 @@ class ClassifierConfig:
     augment: bool = False  # classical augmentation: quarter turns, brightness and contrast jitter
     balanced: bool = False  # draw batches class-balanced (inverse-frequency sampling)
     reweight: bool = False  # weight the loss by inverse class frequency
+    synthetic_weight: float = 1.0  # loss weight of synthetic training images (the train_synthetic mask) against real ones
+    patience: int | None = None  # set: stop when the validation balanced accuracy has not improved for this many epochs, keep the best
     seed: int = 0
 
 
@@ -91,6 +93,15 @@ def _batch_indices(labels: np.ndarray, batch_size: int, balanced: bool, rng: np.
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
+def weighted_cross_entropy(logits: torch.Tensor, y: torch.Tensor, sample_weight: torch.Tensor | None, class_weight: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy (class-weighted if ``class_weight``), averaged over the batch with per-image weights
+    ``sample_weight`` (n,): sum_i w_i l_i / sum_i w_i. None: the plain mean (PyTorch's, with class weights)."""
+    if sample_weight is None:
+        return F.cross_entropy(logits, y, weight=class_weight)
+    per_image = F.cross_entropy(logits, y, weight=class_weight, reduction="none")
+    return (sample_weight * per_image).sum() / sample_weight.sum().clamp_min(1e-12)
+
+
 def train_classifier(
     images: np.ndarray,
     labels: np.ndarray,
@@ -98,12 +109,21 @@ def train_classifier(
     cfg: ClassifierConfig,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    synthetic: np.ndarray | None = None,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[ResNet, dict]:
     """Train on uint8 (n, H, W, C) images and int (n,) labels; returns (net in eval mode, info).
 
     AdamW with a one-cycle schedule over ``cfg.steps`` optimizer steps (or ``cfg.epochs`` epochs);
-    cross-entropy. info holds the seconds, the steps and about the last epoch's mean loss.
+    cross-entropy, synthetic images (``synthetic`` mask (n,)) weighted by ``cfg.synthetic_weight``.
+    With ``cfg.patience`` and ``val`` (images, labels), the validation balanced accuracy is measured
+    after each epoch; training stops when it has not improved for ``patience`` epochs and the best
+    epoch's weights are returned (the converged arm: a fill's real images are seen as often as
+    needed, not as often as an equal step budget allows). info holds the seconds, the steps, about the
+    last epoch's mean loss and, with validation, the curve and the best epoch.
     """
+    if cfg.patience is not None and val is None:
+        raise MedpfgmError("--patience needs a validation split to watch")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -115,7 +135,10 @@ def train_classifier(
         counts = np.bincount(labels, minlength=num_classes).astype(float)
         class_weight = torch.tensor(np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0), dtype=torch.float32, device=device)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
-    t0, losses = time.perf_counter(), []
+    weights = None
+    if synthetic is not None and cfg.synthetic_weight != 1.0:
+        weights = torch.from_numpy(np.where(synthetic, cfg.synthetic_weight, 1.0)).float()
+    t0, losses, curve, best = time.perf_counter(), [], [], None
     bar = tqdm(total=total, desc="classifier", disable=not progress, dynamic_ncols=True)
     net.train()
     while len(losses) < total:  # epochs of shuffled (or class-balanced) batches, cut at the step budget
@@ -126,7 +149,8 @@ def train_classifier(
             if cfg.augment:
                 x = classical_augment(x, gen)
             y = torch.from_numpy(labels[idx]).long()
-            loss = F.cross_entropy(net(x.to(device)), y.to(device), weight=class_weight)
+            w = weights[idx].to(device) if weights is not None else None
+            loss = weighted_cross_entropy(net(x.to(device)), y.to(device), w, class_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -134,11 +158,22 @@ def train_classifier(
             losses.append(loss.item())
             bar.update()
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        if cfg.patience is not None:
+            curve.append(classification_metrics(predict_proba(net, val[0]), val[1])["balanced_accuracy"])
+            net.train()
+            if best is None or curve[-1] > curve[best[0]]:
+                best = (len(curve) - 1, {k: v.detach().clone() for k, v in net.state_dict().items()})
+            elif len(curve) - 1 - best[0] >= cfg.patience:
+                break
     bar.close()
     steps_per_epoch = -(-len(labels) // cfg.batch_size)  # ceil
     last_loss = float(np.mean(losses[-steps_per_epoch:]))  # the last epoch's steps (all of them when fewer)
+    info = {"train_seconds": time.perf_counter() - t0, "final_epoch_loss": last_loss, "train_steps": len(losses)}
+    if best is not None:
+        net.load_state_dict(best[1])
+        info.update(val_balanced_accuracy=curve, best_epoch=best[0] + 1, epochs_run=len(curve))
     net.eval()
-    return net, {"train_seconds": time.perf_counter() - t0, "final_epoch_loss": last_loss, "train_steps": len(losses)}
+    return net, info
 
 
 @torch.no_grad()

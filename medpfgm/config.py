@@ -21,13 +21,13 @@ from typing import Any
 from medpfgm.catalog import check_dataset, check_size
 from medpfgm.errors import MedpfgmError
 
-METHODS = ("pfgm", "pfgmpp", "ddpm")
-SOLVERS = {"pfgm": ("rk45", "euler", "heun"), "pfgmpp": ("heun", "euler", "rk45"), "ddpm": ("ddpm", "ddim")}
+METHODS = ("pfgm", "pfgmpp", "ddpm", "vapo")
+SOLVERS = {"pfgm": ("rk45", "euler", "heun"), "pfgmpp": ("heun", "euler", "rk45"), "ddpm": ("ddpm", "ddim"), "vapo": ("rk45", "heun", "euler")}
 # value rules of recipe fields ("table.field"): what a run needs to make sense, checked when a recipe loads
 POSITIVE = ("train.steps", "train.batch_size", "train.lr", "train.log_every", "train.checkpoint_every", "train.checkpoint_minutes",
             "pfgm.field_batch", "pfgm.sigma", "pfgm.tau", "pfgm.z_min", "pfgmpp.sigma_min", "pfgmpp.sigma_max", "pfgmpp.sigma_data",
             "pfgmpp.rho", "ddpm.num_train_timesteps", "ddpm.beta_start", "ddpm.beta_end", "sample.steps", "sample.rtol", "sample.atol",
-            "sample.batch_size", "net.num_res_blocks", "net.norm_num_groups", "net.num_head_channels")  # fmt: skip
+            "sample.batch_size", "net.num_res_blocks", "net.norm_num_groups", "net.num_head_channels", "vapo.t_eps")  # fmt: skip
 NON_NEGATIVE = ("train.weight_decay", "train.warmup_steps", "train.grad_clip", "train.ema_rampup", "pfgm.gamma", "pfgm.z_exp", "pfgmpp.p_std")
 PFGM_CHOICES = {"time_input": ("lnz", "z"), "input_scale": ("raw", "edm")}
 
@@ -58,6 +58,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 250
     checkpoint_minutes: float = 2.0  # also checkpoint when this long has passed since the last one: a kill loses minutes, not hours
+    label_dropout: float = 0.0  # > 0: this fraction of labels is replaced by a null class K, for classifier-free guidance
 
 
 @dataclass
@@ -106,6 +107,14 @@ class DDPMConfig:
 
 
 @dataclass
+class VAPOConfig:
+    """VAPO (variational potential flow): the path x_t = t x0 + (1 - t) eps from noise (t = 0) to data (t = 1);
+    training draws t ~ U(0, 1 - t_eps), sampling integrates from t = 0 to 1 - t_eps."""
+
+    t_eps: float = 1e-3
+
+
+@dataclass
 class SampleConfig:
     solver: str = "rk45"
     steps: int = 100
@@ -126,10 +135,16 @@ class RunConfig:
     pfgm: PFGMConfig = field(default_factory=PFGMConfig)
     pfgmpp: PFGMPPConfig = field(default_factory=PFGMPPConfig)
     ddpm: DDPMConfig = field(default_factory=DDPMConfig)
+    vapo: VAPOConfig = field(default_factory=VAPOConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def guidable(self) -> bool:
+        """Trained with a null class (label dropout): classifier-free guidance can sample it."""
+        return self.conditional and self.train.label_dropout > 0
 
     @property
     def label(self) -> str:
@@ -162,6 +177,10 @@ def _check_values(cfg: RunConfig, source: str) -> None:
         value = getattr(getattr(cfg, table), key)
         if value is not None and not (math.isfinite(value) and (value > 0 if name in POSITIVE else value >= 0)):
             raise bad(name, value, "it must be a finite number " + ("> 0" if name in POSITIVE else ">= 0"))
+    if not 0 <= cfg.train.label_dropout < 1:
+        raise bad("train.label_dropout", cfg.train.label_dropout, "it must lie in [0, 1)")
+    if not cfg.vapo.t_eps < 0.5:
+        raise bad("vapo.t_eps", cfg.vapo.t_eps, "it must be a small positive number below 0.5")
     if not 0 < cfg.train.ema_decay < 1:
         raise bad("train.ema_decay", cfg.train.ema_decay, "it must lie strictly between 0 and 1")
     if not cfg.net.channels or any(c <= 0 for c in cfg.net.channels) or len(cfg.net.attention_levels) != len(cfg.net.channels):
@@ -298,3 +317,33 @@ def _has_type(value, hint) -> bool:
 
 def _type_name(hint) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Sampler options beyond solver and steps. ``guidance`` w: classifier-free guidance,
+    f = f(x, c) + w (f(x, c) - f(x, null)), for runs trained with label dropout (w = 0: unguided);
+    ``project``: the projection step (our reading of Ghimire et al. 2023), for PFGM++ with Euler and
+    DDPM/DDIM."""
+
+    guidance: float = 0.0
+    project: bool = False
+
+    @property
+    def suffix(self) -> str:
+        """What it adds to a model's name in file names and reports: "", "_proj", "_cfg_w2", ..."""
+        return ("_proj" if self.project else "") + (f"_cfg_w{self.guidance:g}" if self.guidance else "")
+
+
+def check_variant(cfg: RunConfig, solver: str, variant: Variant) -> Variant:
+    """``variant`` if the run (its config ``cfg``) and solver allow it, else a one-line error saying what does."""
+    if not (math.isfinite(variant.guidance) and variant.guidance >= 0):
+        raise MedpfgmError(f"--guidance must be a finite weight >= 0 (0: unguided), got {variant.guidance}")
+    if variant.guidance and not cfg.guidable:
+        raise MedpfgmError(
+            f"--guidance {variant.guidance:g} needs a class-conditional run trained with a null class "
+            f"(recipe [train] label_dropout > 0); this {cfg.label} run has label_dropout {cfg.train.label_dropout:g}"
+        )
+    if variant.project and not ((cfg.method == "pfgmpp" and solver == "euler") or cfg.method == "ddpm"):
+        raise MedpfgmError(f"--project works with pfgmpp and --solver euler, or with ddpm (ddpm, ddim); not with {cfg.method} and {solver}")
+    return variant

@@ -51,11 +51,31 @@ def evaluation_grid(images: np.ndarray, labels: np.ndarray, names: list[str], pa
 
 def plot_loss(log_path: str | Path, path: str | Path, title: str = "") -> Path | None:
     """The logged training loss against step (log scale); None when the log is empty."""
-    records = read_jsonl(log_path) if Path(log_path).is_file() else []
+    records = [r for r in read_jsonl(log_path) if "loss" in r] if Path(log_path).is_file() else []  # not the event lines
     if not records:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot([r["step"] for r in records], [r["loss"] for r in records], lw=1)
     ax.set(xlabel="step", ylabel="loss (mean per logged window)", yscale="log", title=title)
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def image_pairs(top: list[np.ndarray], bottom: list[np.ndarray], captions: list[str], path: str | Path, title: str = "") -> Path:
+    """Columns of two images, ``top[i]`` above ``bottom[i]`` (uint8 (H, W, C) each), with ``captions[i]`` over each column."""
+    k = len(top)
+    fig, axes = plt.subplots(2, max(k, 1), figsize=(1.3 * max(k, 1) + 0.8, 3.0), squeeze=False)
+    for j in range(max(k, 1)):
+        for row, images in enumerate((top, bottom)):
+            ax = axes[row][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < k:
+                image = images[j]
+                ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None, interpolation="nearest")
+        if j < k:
+            axes[0][j].set_title(captions[j], fontsize=8)
+    axes[0][0].set_ylabel("synthetic", fontsize=8)
+    axes[1][0].set_ylabel("nearest\ntraining", fontsize=8)
+    fig.suptitle(title, fontsize=9)
     return _save(fig, path)

@@ -116,3 +116,70 @@ def save_images_npz(path: str | Path, images: np.ndarray, labels: np.ndarray, **
             np.savez_compressed(fh, images=images, labels=labels, **extra)
 
     return atomic_write(path, write)
+
+
+MODEL_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor], header: str = "") -> str:
+    """Hex SHA-256 over ``header`` and the tensors in name order (name, dtype, shape and bytes of each)."""
+    digest = hashlib.sha256(header.encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def signed_header(meta: dict[str, str]) -> str:
+    """The header fields the model file's SHA-256 covers besides the tensors: a flipped byte in the config
+    (sigma_max, say) would otherwise sample wrongly without a word."""
+    return json.dumps({k: meta.get(k) for k in ("config", "step", "dtype")}, sort_keys=True)
+
+
+def save_model_file(
+    path: str | Path, weights: dict[str, torch.Tensor], config: dict, step: int, dtype: str = "float32", train_seconds: float = 0.0
+) -> Path:
+    """Write a run's sampling weights as safetensors: floating tensors cast to ``dtype``; the resolved
+    config, the step, the training seconds so far and a SHA-256 over the stored tensors, config, step and
+    dtype go in the header (checked by ``load_model_file``)."""
+    from safetensors.torch import save_file
+
+    if dtype not in MODEL_DTYPES:
+        raise MedpfgmError(f"unknown dtype '{dtype}'; choose one of: {', '.join(MODEL_DTYPES)}")
+    cast = getattr(torch, dtype)
+    tensors = {k: (v.to(cast) if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in weights.items()}
+    meta = {"format": "medpfgm-model-1", "config": json.dumps(config, sort_keys=True), "step": str(int(step)), "train_seconds": f"{train_seconds:.3f}", "dtype": dtype}
+    meta["sha256"] = tensors_sha256(tensors, signed_header(meta))
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def load_model_file(path: str | Path) -> dict:
+    """Read a model file written by ``save_model_file`` as untrusted input.
+
+    Returns {"weights": name -> float32 tensor, "config": dict, "step": int, "train_seconds": float, "dtype": str,
+    "sha256": str};
+    a file that is not one, is damaged, or whose tensors do not match their recorded SHA-256 is a one-line error.
+    """
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise MedpfgmError(f"model file '{path}' does not exist")
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise MedpfgmError(f"model file '{path}' is corrupt or not a safetensors file ({shorten(str(exc), 100)})") from None
+    if meta.get("format") != "medpfgm-model-1":
+        raise MedpfgmError(f"model file '{path}' is not a medpfgm model file (no medpfgm-model-1 header)")
+    if tensors_sha256(tensors, signed_header(meta)) != meta.get("sha256"):
+        raise MedpfgmError(f"model file '{path}' is damaged: its tensors and header do not match the SHA-256 in its header")
+    try:
+        config, step, seconds = json.loads(meta["config"]), int(meta["step"]), float(meta.get("train_seconds", 0.0))
+    except (KeyError, ValueError) as exc:
+        raise MedpfgmError(f"model file '{path}' has a broken header ({shorten(str(exc), 80)})") from None
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    return {"weights": weights, "config": config, "step": step, "train_seconds": seconds, "dtype": meta.get("dtype", "float32"), "sha256": meta["sha256"]}

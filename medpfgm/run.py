@@ -1,8 +1,10 @@
 """The run folder: the unit users pass around.
 
-``config.json`` (the resolved recipe), ``checkpoints/last.pt`` (model, EMA, optimizer, RNG states),
-``log.jsonl`` (one line per logged step), ``loss.png``, ``samples/``. Every command that takes
-``--run`` reads the method, dataset and size from here.
+``config.json`` (the resolved recipe), ``ema.safetensors`` (the EMA weights that sampling uses, with the
+config, step and a SHA-256 of its tensors), ``checkpoints/last.pt`` (the training state: model, EMA,
+optimizer, RNG states; what ``--resume`` needs), ``data.json``, ``log.jsonl`` (one line per logged step)
+and ``loss.png``. Every command that takes ``--run`` reads the method, dataset and size from here. A run
+shared or committed without its training state keeps everything but ``checkpoints/``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 from medpfgm.config import RunConfig, read_run_config
 from medpfgm.data import class_names, num_channels
 from medpfgm.errors import MedpfgmError, shorten
-from medpfgm.io import load_checkpoint
+from medpfgm.io import load_checkpoint, load_model_file
 from medpfgm.methods import build_method
 from medpfgm.nets import build_unet
 
@@ -36,6 +38,11 @@ class RunPaths:
     @property
     def last_checkpoint(self) -> Path:
         return self.checkpoints / "last.pt"
+
+    @property
+    def model(self) -> Path:
+        """The EMA weights for sampling (safetensors): written at every checkpoint and by ``medpfgm export``."""
+        return self.root / "ema.safetensors"
 
     @property
     def data(self) -> Path:
@@ -75,9 +82,16 @@ def image_shape(cfg: RunConfig) -> tuple[int, int, int]:
     return (num_channels(cfg.dataset), cfg.size, cfg.size)
 
 
+def num_class_embeddings(cfg: RunConfig) -> int | None:
+    """Class embeddings of the run's network: K, K + 1 with a null class (index K) for guidance, None unconditional."""
+    if not cfg.conditional:
+        return None
+    return len(class_names(cfg.dataset)) + (1 if cfg.guidable else 0)
+
+
 def build_net(cfg: RunConfig, method) -> torch.nn.Module:
     c = num_channels(cfg.dataset)
-    return build_unet(cfg.net, c, method.out_channels(c), len(class_names(cfg.dataset)) if cfg.conditional else None)
+    return build_unet(cfg.net, c, method.out_channels(c), num_class_embeddings(cfg))
 
 
 def select_device(name: str) -> torch.device:
@@ -106,24 +120,38 @@ class LoadedRun:
         return class_names(self.cfg.dataset)
 
 
+def load_weights(paths: RunPaths, device: torch.device | str = "cpu", prefer_checkpoint: bool = False) -> dict:
+    """A run's EMA weights from its model file, else its training state (first, with ``prefer_checkpoint``):
+    {"weights", "config" (dict), "step", "train_seconds", "source" (the file read)}."""
+    if paths.model.is_file() and not (prefer_checkpoint and paths.last_checkpoint.is_file()):
+        model = load_model_file(paths.model)
+        return {**model, "source": paths.model}
+    if not paths.last_checkpoint.is_file():
+        raise MedpfgmError(f"run folder '{paths.root}' has no model ({paths.model.name}) and no checkpoint ({paths.last_checkpoint} is missing)")
+    state = load_checkpoint(paths.last_checkpoint, map_location=device)
+    if not isinstance(state.get("ema"), dict) or "step" not in state:
+        raise MedpfgmError(f"checkpoint '{paths.last_checkpoint}' is not a medpfgm checkpoint (no EMA weights or step)")
+    keys = ("config", "step", "train_seconds")
+    return {"weights": state["ema"], **{k: state.get(k, 0.0) for k in keys}, "source": paths.last_checkpoint}
+
+
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
-    """Load a run folder's configuration and the EMA weights of its last checkpoint."""
+    """Load a run folder's configuration and EMA weights (``ema.safetensors``, else ``checkpoints/last.pt``)."""
     paths = RunPaths(Path(run_dir))
     read_run_config(paths.root)  # a file, a missing folder or one without config.json: one line each
-    if not paths.last_checkpoint.is_file():
-        raise MedpfgmError(f"run folder '{paths.root}' has no checkpoint ({paths.last_checkpoint} is missing)")
-    state = load_checkpoint(paths.last_checkpoint, map_location=device)
-    cfg = RunConfig.from_dict(state["config"], source=f"checkpoint '{paths.last_checkpoint}'")
+    loaded = load_weights(paths, device)
+    source = loaded["source"]
+    cfg = RunConfig.from_dict(loaded["config"], source=f"'{source}'")
     method = build_method(cfg, image_shape(cfg))
     net = build_net(cfg, method).to(device)
     try:
-        net.load_state_dict(state["ema"])
-        step = int(state["step"])
+        net.load_state_dict(loaded["weights"])
+        step = int(loaded["step"])
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:
-        raise MedpfgmError(f"checkpoint '{paths.last_checkpoint}' does not match its config ({shorten(str(exc), 100)})") from None
+        raise MedpfgmError(f"'{source}' does not match its config ({shorten(str(exc), 100)})") from None
     broken = [name for name, p in net.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
     if broken:
-        raise MedpfgmError(f"checkpoint '{paths.last_checkpoint}' has NaN or infinite EMA weights ({broken[0]}, {len(broken)} tensors in all)")
+        raise MedpfgmError(f"'{source}' has NaN or infinite EMA weights ({broken[0]}, {len(broken)} tensors in all)")
     net.eval()
     return LoadedRun(paths, cfg, method, net, step)
 

@@ -16,6 +16,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 from medpfgm import distributed
+from medpfgm.config import Variant, check_variant  # noqa: F401 (re-exported: the sampler's options)
 from medpfgm.data import NPZ_ERRORS
 from medpfgm.errors import MedpfgmError
 from medpfgm.io import save_images_npz, state_digest
@@ -25,14 +26,33 @@ Drift = Callable[[torch.Tensor, float], torch.Tensor]
 
 class Counted:
     """Wrap a callable (a network, a drift) and count its calls. Samplers wrap the network, so one
-    network evaluation on a batch is one NFE for every method and solver alike."""
+    network evaluation on a batch is one NFE for every method and solver alike; a wrapped callable
+    that costs more per call says so in ``nfe_per_call`` (a guided network: 2)."""
 
     def __init__(self, fn: Callable):
         self.fn, self.calls = fn, 0
 
     def __call__(self, *args, **kwargs):
-        self.calls += 1
+        self.calls += getattr(self.fn, "nfe_per_call", 1)
         return self.fn(*args, **kwargs)
+
+
+class Guided(torch.nn.Module):
+    """A class-conditional network under classifier-free guidance with weight w: one call runs the batch
+    twice (with its labels and with the null class, the last class embedding) and returns
+    (1 + w) f_c - w f_null. It costs two network evaluations per call (``nfe_per_call``)."""
+
+    nfe_per_call = 2
+
+    def __init__(self, net: torch.nn.Module, weight: float, null_class: int):
+        super().__init__()
+        self.net, self.weight, self.null_class = net, weight, null_class
+
+    def forward(self, x, timesteps, class_labels):
+        null = torch.full_like(class_labels, self.null_class)
+        both = self.net(torch.cat([x, x]), timesteps=torch.cat([timesteps, timesteps]), class_labels=torch.cat([class_labels, null]))
+        cond, uncond = both.chunk(2)
+        return cond + self.weight * (cond - uncond)
 
 
 def euler(drift: Drift, x: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
@@ -52,6 +72,23 @@ def heun(drift: Drift, x: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
             x = x_euler
         else:
             x = x + (t_next - t) * 0.5 * (d + drift(x_euler, t_next))
+    return x
+
+
+def projected_euler(drift: Drift, x: torch.Tensor, times: torch.Tensor, radius: float) -> torch.Tensor:
+    """Euler steps for a drift of the form (x - x0_hat) / t (PFGM++ in sigma), each landing on the shell
+    where noisy points of the next level concentrate: x0_hat = x - t drift(x, t), then
+    x <- x0_hat + radius t_next (x - x0_hat) / ||x - x0_hat||, per sample. ``radius``: the typical
+    ||x - y|| / t. The last step (t_next = 0) returns x0_hat. NFE = steps, as Euler.
+
+    Our reading of the projection step of Ghimire et al. (2023), whose algorithm we could not read:
+    a large step leaves the thin shell of its noise level; this puts it back without another network call.
+    """
+    for t, t_next in zip(times[:-1].tolist(), times[1:].tolist()):
+        residual = t * drift(x, t)
+        x0_hat = x - residual
+        norm = residual.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
+        x = x0_hat + (radius * t_next) * residual / norm
     return x
 
 
@@ -79,6 +116,7 @@ def solve(
     rtol: float = 1e-4,
     atol: float = 1e-4,
     generator: torch.Generator | None = None,
+    variant: Variant = Variant(),
 ) -> tuple[torch.Tensor, int]:
     """Draw one batch from ``method``'s prior and integrate its backward ODE.
 
@@ -87,14 +125,18 @@ def solve(
     if solver not in method.solvers:
         raise ValueError(f"solver {solver!r} is not one of {method.solvers}")
     x = method.prior(len(labels), generator).to(labels.device)
+    if variant.guidance:
+        net = Guided(net, variant.guidance, net.num_class_embeds - 1)  # the null class is the last embedding
     net = Counted(net)
     if solver in ("ddpm", "ddim"):
-        return method.run_scheduler(net, x, labels, solver, steps, generator).float(), net.calls
+        return method.run_scheduler(net, x, labels, solver, steps, generator, variant.project).float(), net.calls
 
     def drift(state: torch.Tensor, t: float) -> torch.Tensor:
         return method.drift(net, state, float(t), labels)
 
-    if solver == "euler":
+    if variant.project:
+        x = projected_euler(drift, x, method.times(steps), method.typical_noise_norm())
+    elif solver == "euler":
         x = euler(drift, x, method.times(steps))
     elif solver == "heun":
         x = heun(drift, x, method.times(steps))
@@ -115,6 +157,7 @@ def generate(
     device: torch.device,
     progress: bool = True,
     resume: Path | None = None,
+    variant: Variant = Variant(),
 ) -> tuple[np.ndarray, list[int], float]:
     """Sample one image per entry of ``labels`` from a loaded run, batch by batch.
 
@@ -130,7 +173,7 @@ def generate(
 
     from medpfgm.data import to_uint8
 
-    key = f"{state_digest(run.net)}|{solver}|{steps}|{rtol:g}|{atol:g}|b{batch_size}|seed{seed}"  # not the path: a fresh clone resumes too
+    key = f"{state_digest(run.net)}|{solver}|{steps}|{rtol:g}|{atol:g}|b{batch_size}|seed{seed}{variant.suffix}"  # not the path: a fresh clone resumes too
     images, nfes, seconds = load_partial(resume, key, labels)
     ctx = distributed.current()
     bar = tqdm(total=len(labels), desc=f"sampling ({solver})", unit="img", disable=not (progress and ctx.main), dynamic_ncols=True)
@@ -141,7 +184,7 @@ def generate(
         if k < len(starts):
             t0 = time.perf_counter()
             batch = torch.as_tensor(labels[starts[k] : starts[k] + batch_size], dtype=torch.int64, device=device)
-            x, nfe = solve(run.method, run.net, batch, solver, steps, rtol, atol, batch_generator(seed, k))
+            x, nfe = solve(run.method, run.net, batch, solver, steps, rtol, atol, batch_generator(seed, k), variant)
             result = (to_uint8(x), nfe, time.perf_counter() - t0)
         for done in ctx.gather(result) or []:  # rank 0 collects the round in batch order
             if done is not None:

@@ -20,11 +20,11 @@ from medpfgm.distributed import Context
 from medpfgm.data import RandomBatches, load_split, mean_l2_norm
 from medpfgm.errors import Interrupted, MedpfgmError
 from medpfgm.figures import plot_loss
-from medpfgm.io import append_jsonl, atomic_write, ensure_dir, load_checkpoint, read_jsonl, save_checkpoint, write_json
+from medpfgm.io import append_jsonl, atomic_write, ensure_dir, load_checkpoint, load_model_file, read_jsonl, save_checkpoint, save_model_file, write_json
 from medpfgm.methods import build_method
 from medpfgm.methods.pfgm import resolve_scales
 from medpfgm.nets import count_parameters
-from medpfgm.run import RunPaths, build_net, image_shape, other_training_data
+from medpfgm.run import RunPaths, build_net, image_shape, num_class_embeddings, other_training_data
 
 
 def resolve_config(cfg: RunConfig, train_images) -> RunConfig:
@@ -86,8 +86,9 @@ class Trainer:
         images, labels = self.batches.sample(self.method.data_batch_size(self.cfg.train.batch_size), self.data_gen)
         images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
         part = self.ctx.part(self.cfg.train.batch_size)  # every rank drew the global batch; it trains on its rows
+        cond = self.conditioning(labels[: self.cfg.train.batch_size])
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            loss = self.method.loss(self.model, images, labels, self.noise_gen, part)
+            loss = self.method.loss(self.model, images, labels, self.noise_gen, part, cond)
         if not torch.isfinite(loss):
             raise MedpfgmError(f"loss became {loss.item()} at step {self.step + 1}; lower the learning rate or check the data")
         self.opt.zero_grad(set_to_none=True)
@@ -98,6 +99,16 @@ class Trainer:
         self.ema.update_parameters(self.net)
         self.step += 1
         return self.ctx.mean(loss.detach()), grad_norm.item()  # the global batch's loss on every rank
+
+    def conditioning(self, labels: torch.Tensor) -> torch.Tensor:
+        """The labels the network is given for the B trained images (B,): with ``label_dropout`` p, each is
+        replaced by the null class K with probability p (drawn for the global batch from the data stream,
+        so every rank agrees; nothing is drawn when p = 0, which keeps older runs' streams)."""
+        p = self.cfg.train.label_dropout
+        if not self.cfg.guidable:
+            return labels
+        drop = (torch.rand(len(labels), generator=self.data_gen) < p).to(labels.device)
+        return labels.masked_fill(drop, num_class_embeddings(self.cfg) - 1)
 
     def state_dict(self) -> dict:
         return {
@@ -124,6 +135,24 @@ class Trainer:
         self.noise_gen.set_state(state["noise_rng"].to(self.noise_gen.get_state().device))
         torch.set_rng_state(state["torch_rng"])
         self.step, self.train_seconds = int(state["step"]), float(state["train_seconds"])
+
+    def continue_from_weights(self, weights: dict, step: int, train_seconds: float = 0.0) -> None:
+        """Start from a model file's EMA weights at ``step`` without its training state: network and EMA
+        both take the weights, AdamW starts fresh, the schedule stands at ``step`` (past its warm-up), the
+        EMA counts ``step`` updates (its ramp-up as if unbroken), and both random streams are re-seeded
+        from (seed, step). Not bit-exact with the original run; its log says so."""
+        self.net.load_state_dict(weights)
+        self.ema.module.load_state_dict(weights)
+        self.ema.n_averaged.fill_(step)
+        self.sched.last_epoch = step
+        for group, base, factor in zip(self.opt.param_groups, self.sched.base_lrs, self.sched.lr_lambdas):
+            group["lr"] = base * factor(step)
+        self.data_gen.manual_seed(self.cfg.seed * 1_000_003 + step)
+        self.noise_gen.manual_seed(self.cfg.seed * 1_000_003 + step + 1)
+        self.step, self.train_seconds = step, train_seconds
+
+    def model_weights(self) -> dict:
+        return self.ema.module.state_dict()
 
 
 class StopSignals:
@@ -152,31 +181,41 @@ class StopSignals:
 
 
 def prepare_run(
-    run_dir: str | Path, cfg: RunConfig, resume: bool, steps: int | None = None, ctx: Context = Context()
+    run_dir: str | Path, cfg: RunConfig, resume: bool | str, steps: int | None = None, ctx: Context = Context()
 ) -> tuple[RunPaths, RunConfig, dict | None]:
-    """Check the run folder against --resume and return (paths, config, checkpoint state or None).
+    """Check the run folder against --resume and return (paths, config, state or None).
 
-    A resumed run keeps the configuration saved in its checkpoint, step target included; ``steps``
-    (when given) moves that target, e.g. to extend a finished run.
+    The state is the checkpoint's (exact resume) or, for a run shared without its training state, the
+    model file's ({"weights", "config", "step", ...}: continued from its EMA weights). A resumed run keeps
+    its saved configuration, step target included; ``steps`` (when given) sets the target, of a new run
+    and of a resumed one (e.g. to extend a finished run). ``resume="auto"`` resumes when the folder holds either file and starts otherwise
+    (what a resumable benchmark queue wants).
     """
     paths = RunPaths(Path(run_dir))
+    if resume == "auto":
+        resume = paths.last_checkpoint.is_file() or paths.model.is_file()
     for stale in paths.checkpoints.glob(".*.tmp") if paths.checkpoints.is_dir() and ctx.main else []:
         stale.unlink(missing_ok=True)  # a checkpoint write cut short by a kill: the last complete one stands
     if resume:
-        if not paths.last_checkpoint.is_file():
-            raise MedpfgmError(f"--resume: run folder '{paths.root}' has no checkpoint to resume from")
-        state = load_checkpoint(paths.last_checkpoint)
-        saved = RunConfig.from_dict(state["config"], source=f"checkpoint '{paths.last_checkpoint}'")
+        if paths.last_checkpoint.is_file():
+            state = load_checkpoint(paths.last_checkpoint)
+        elif paths.model.is_file():
+            state = load_model_file(paths.model)
+        else:
+            raise MedpfgmError(f"--resume: run folder '{paths.root}' has no checkpoint and no {paths.model.name} to continue from")
+        saved = RunConfig.from_dict(state["config"], source=f"run '{paths.root}'")
         if paths.log.is_file() and ctx.main:  # drop lines logged after the checkpoint: they will be logged again
             kept = [r for r in read_jsonl(paths.log) if r["step"] <= state["step"]]
             atomic_write(paths.log, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in kept)))
         if steps is not None:
             saved = dataclasses.replace(saved, train=dataclasses.replace(saved.train, steps=steps))
         return paths, saved, state
-    if paths.last_checkpoint.is_file():
+    if paths.last_checkpoint.is_file() or paths.model.is_file():
         raise MedpfgmError(f"run folder '{paths.root}' already holds a trained run; pass --resume or choose another --run")
     if ctx.main:
         paths.log.unlink(missing_ok=True)  # lines of an attempt killed before its first checkpoint
+    if steps is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
     return paths, cfg, None
 
 
@@ -192,7 +231,7 @@ def train(
     run_dir: str | Path,
     cfg: RunConfig,
     device: torch.device,
-    resume: bool = False,
+    resume: bool | str = False,
     data_root=None,
     verify: bool = True,
     progress: bool = True,
@@ -200,7 +239,8 @@ def train(
 ) -> dict:
     """Train ``cfg`` into ``run_dir`` until cfg.train.steps; returns a summary dict.
 
-    With ``resume`` the checkpoint's own configuration is used and ``steps`` (if given) sets its target.
+    With ``resume`` the checkpoint's own configuration is used and ``steps`` (if given) sets its target;
+    ``resume="auto"`` resumes a folder that holds a run and starts an empty one.
     """
     ctx, device = distributed.setup(device)
     paths, cfg, state = prepare_run(run_dir, cfg, resume, steps, ctx)
@@ -213,7 +253,11 @@ def train(
     ctx.part(cfg.train.batch_size)  # a batch that does not divide among the ranks is refused before any step
     torch.manual_seed(cfg.seed)
     trainer = Trainer(cfg, split, device, ctx)
-    if state is not None:
+    if state is not None and "weights" in state:  # a shared run without its training state
+        trainer.continue_from_weights(state["weights"], state["step"], state["train_seconds"])
+        if ctx.main:
+            append_jsonl(paths.log, {"step": trainer.step, "event": f"continued from {paths.model.name} ({state['dtype']}): fresh AdamW and random streams, not bit-exact"})
+    elif state is not None:
         trainer.load_state_dict(state)
     if ctx.main:
         write_json(paths.config, cfg.to_dict())
@@ -222,7 +266,13 @@ def train(
     bar = tqdm(total=tc.steps, initial=trainer.step, desc=desc, disable=not (progress and ctx.main), dynamic_ncols=True)
     window, started = [], time.perf_counter()
     saved_at = time.monotonic()
-    save = (lambda: save_checkpoint(paths.last_checkpoint, trainer.state_dict())) if ctx.main else (lambda: None)
+
+    def save() -> None:
+        """The training state (for --resume), then the model file (for sampling); rank 0 alone writes."""
+        if ctx.main:
+            save_checkpoint(paths.last_checkpoint, trainer.state_dict())
+            save_model_file(paths.model, trainer.model_weights(), cfg.to_dict(), trainer.step, train_seconds=trainer.train_seconds)
+
     with StopSignals() as stop:
         while trainer.step < tc.steps:
             if ctx.any(stop.signum is not None, device):  # every rank stops after the same whole step

@@ -114,3 +114,93 @@ def test_a_changed_derived_file_fails_its_provenance_md5(capsys, tmp_path, data_
 )
 def test_bad_augmentation_arguments(capsys, args, fragments):
     assert_one_line_error(*run_cli(capsys, *args)[::2], *fragments)
+
+
+def test_partial_fills_and_confidence_filter_are_exact():
+    from medpfgm.augment import confident, fraction_of_gap
+
+    gap = np.array([0, 358, 280, 292, 420])
+    np.testing.assert_array_equal(fraction_of_gap(gap, 0.25), [0, 89, 70, 73, 105])
+    np.testing.assert_array_equal(fraction_of_gap(gap, 1.0), gap)
+    with pytest.raises(MedpfgmError, match="--fill-fraction must lie in"):
+        fraction_of_gap(gap, 0)
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.5, 0.5], [0.85, 0.15]])
+    np.testing.assert_array_equal(confident(probs, np.array([0, 1, 1, 1]), 0.8), [True, False, False, False])
+
+
+def test_weighted_cross_entropy_is_the_weighted_mean_of_per_image_losses():
+    import torch
+
+    from medpfgm.classifier import weighted_cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(6, 4, generator=g), torch.tensor([0, 1, 2, 3, 0, 1])
+    w, cw = torch.tensor([1.0, 1.0, 0.5, 0.5, 0.0, 1.0]), torch.tensor([1.0, 2.0, 1.0, 0.5])
+    log_p = torch.log_softmax(logits.double(), 1)[torch.arange(6), y]
+    expected = (w.double() * cw.double()[y] * -log_p).sum() / w.double().sum()
+    assert weighted_cross_entropy(logits, y, w, cw).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert weighted_cross_entropy(logits, y, None, None).item() == pytest.approx((-log_p).mean().item(), rel=1e-6)
+
+
+def test_patience_keeps_the_best_validation_epoch(data_root):
+    from medpfgm.classifier import ClassifierConfig, classification_metrics, predict_proba, train_classifier
+
+    train, val = (load_split("retinamnist", 28, s, data_root) for s in ("train", "val"))
+    cfg = ClassifierConfig(width=4, epochs=6, patience=2, batch_size=256)
+    net, info = train_classifier(train.images, train.labels, 5, cfg, progress=False, val=(val.images, val.labels))
+    curve = info["val_balanced_accuracy"]
+    assert info["best_epoch"] == int(np.argmax(curve)) + 1 and info["epochs_run"] == len(curve) <= 6
+    assert len(curve) == 6 or len(curve) - info["best_epoch"] == 2  # stopped two epochs after the best, or at the cap
+    again = classification_metrics(predict_proba(net, val.images), val.labels)["balanced_accuracy"]
+    assert again == pytest.approx(max(curve))  # the returned weights are the best epoch's
+
+
+def test_filtered_fill_keeps_only_confident_images_of_the_set_it_fills(capsys, tmp_path, data_root):
+    import torch
+
+    from medpfgm.augment import filtered_fill
+
+    class Oracle(torch.nn.Module):  # "confident" of class c exactly when the image's first pixel is c * 30
+        def __init__(self):
+            super().__init__()
+            self.where = torch.nn.Parameter(torch.zeros(1))  # predict_proba asks a network for its device
+
+        def forward(self, x):
+            level = ((x[:, 0, 0, 0] + 1) * 127.5).round()
+            return torch.nn.functional.one_hot((level / 30).round().long().clamp(0, 4), 5).float() * 20
+
+    calls = []
+
+    def draw(labels, seed, resume):  # half the images of each class come out "right"
+        calls.append(len(labels))
+        images = np.zeros((len(labels), 28, 28, 3), np.uint8)
+        images[:, 0, 0, 0] = np.where(np.arange(len(labels)) % 2 == 0, labels, (labels + 1) % 5) * 30  # odd ones: another class
+        return images
+
+    missing = np.array([0, 7, 3, 0, 5])
+    images, labels, kept = filtered_fill(draw, Oracle(), missing, 0.8, 0, tmp_path / "f.npz")
+    np.testing.assert_array_equal(np.bincount(labels, minlength=5), missing)  # filled in full from confident images only
+    assert (images[:, 0, 0, 0] == labels * 30).all()
+    assert kept["kept"] == missing.tolist() and calls[0] == 2 * missing.sum()
+
+    # through the CLI (full BloodMNIST, target 860: 19 images of two classes to fill)
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", "--recipe", str(write_tiny_recipe(tmp_path / "t.toml")), "--run", str(run), "--steps", "2", "--quiet")[0] == 0
+    clf = tmp_path / "clf"
+    assert run_cli(capsys, "classify", "--dataset", "bloodmnist", "--out", str(clf), "--steps", "1", "--width", "4", "--quiet")[0] == 0
+    fill = ["--target", "860", "--steps", "2", "--quiet"]
+    code, _, err = run_cli(capsys, "augment", "--run", str(run), "--out", str(tmp_path / "a.npz"), "--filter", str(clf), "--min-confidence", "0.1", *fill)
+    assert code == 0, err  # the run and the classifier both saw the set being filled: allowed
+    provenance = json.loads((tmp_path / "a.npz.provenance.json").read_text())
+    assert provenance["filter"]["min_confidence"] == 0.1 and provenance["filter"]["kept"] == provenance["filled"]
+    assert sum(provenance["filter"]["drawn"]) >= 2 * 19
+    lt = tmp_path / "lt"
+    assert run_cli(capsys, "longtail", "--dataset", "bloodmnist", "--ratio", "10", "--out", str(lt))[0] == 0
+    clf_lt = tmp_path / "clf_lt"
+    assert run_cli(capsys, "classify", "--dataset", "bloodmnist", "--train-file", str(lt / "bloodmnist.npz"), "--out", str(clf_lt), "--steps", "1", "--width", "4", "--quiet")[0] == 0
+    code, _, err = run_cli(capsys, "augment", "--run", str(run), "--out", str(tmp_path / "d.npz"), "--filter", str(clf_lt), *fill)
+    assert_one_line_error(code, err, "--filter classifier was trained on class counts", "not on this training set")
+    code, _, err = run_cli(capsys, "augment", "--run", str(run), "--out", str(tmp_path / "b.npz"), "--filter", str(tmp_path / "nowhere"), "--quiet")
+    assert_one_line_error(code, err, "--filter", "is not a classifier folder")
+    code, _, err = run_cli(capsys, "augment", "--run", str(run), "--out", str(tmp_path / "c.npz"), "--fill-fraction", "1.5", "--quiet")
+    assert_one_line_error(code, err, "--fill-fraction must lie in (0, 1]")

@@ -173,4 +173,5 @@ def test_fuzzed_files_are_refused_in_one_line_or_read_correctly(tmp_path, data_r
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     result = json.loads(out.read_text())
     assert done.returncode == 0 and result["total"]["crash"] == 0, [c for r in result["readers"].values() for c in r["crashes"]]
-    assert result["total"]["refused"] >= 90 and set(result["readers"]) >= {"checkpoint", "recipe", "evaluation result", "MedMNIST data file"}
+    assert result["total"]["refused"] >= 90 and set(result["readers"]) >= {"checkpoint", "model file", "recipe", "evaluation result", "MedMNIST data file"}
+    assert result["readers"]["model file"]["accepted"] == 0  # the header's SHA-256 catches every damaged byte

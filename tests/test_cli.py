@@ -124,10 +124,10 @@ def test_missing_and_corrupt_checkpoints(capsys, trained_run, tmp_path):
     empty.mkdir()
     shutil.copy(trained_run / "config.json", empty / "config.json")
     code, _, err = run_cli(capsys, "synthesize", "--run", str(empty), "-n", "2")
-    assert_one_line_error(code, err, "has no checkpoint")
+    assert_one_line_error(code, err, "has no model", "no checkpoint")
 
-    broken = tmp_path / "broken_run"
-    shutil.copytree(trained_run, broken)
+    broken = tmp_path / "broken_run"  # a run from before model files: its checkpoint is what is read
+    shutil.copytree(trained_run, broken, ignore=shutil.ignore_patterns("ema.safetensors"))
     ckpt = broken / "checkpoints" / "last.pt"
     ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # truncated
     code, _, err = run_cli(capsys, "synthesize", "--run", str(broken), "-n", "2")

@@ -52,12 +52,15 @@ def assert_same_run(a: Path, b: Path) -> None:
         torch.testing.assert_close(ema_a[key], ema_b[key], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["pfgmpp", "ddpm", "pfgm"])
-def test_two_processes_train_the_run_of_one(tmp_path, data_root, monkeypatch, method):
+@pytest.mark.parametrize("method,dropout", [("pfgmpp", "0"), ("ddpm", "0"), ("pfgm", "0"), ("pfgm", "0.3"), ("vapo", "0")])
+def test_two_processes_train_the_run_of_one(tmp_path, data_root, monkeypatch, method, dropout):
+    # VAPO: its loss differentiates the network's input gradient (double backward) under DDP;
+    # label dropout: every rank must drop the same labels (and PFGM's null points see every charge)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     recipe = str(write_tiny_recipe(tmp_path / "tiny.toml", method))
-    assert main(["train", "--recipe", recipe, "--run", str(tmp_path / "one"), "--quiet"]) == 0
-    torchrun(["train", "--recipe", recipe, "--run", str(tmp_path / "two"), "--quiet"], data_root)
+    extra = ["--label-dropout", dropout] if dropout != "0" else []
+    assert main(["train", "--recipe", recipe, "--run", str(tmp_path / "one"), "--quiet", *extra]) == 0
+    torchrun(["train", "--recipe", recipe, "--run", str(tmp_path / "two"), "--quiet", *extra], data_root)
     assert_same_run(tmp_path / "one", tmp_path / "two")
     assert len(losses(tmp_path / "two")) == 6  # rank 0 alone writes the log
 

@@ -16,8 +16,9 @@ from tests.conftest import TINY_RECIPE, write_medmnist_npz
 pytestmark = pytest.mark.slow
 
 DATASETS = [("dermamnist", 7), ("bloodmnist", 8), ("retinamnist", 5)]
-CASES = [(method, *DATASETS[(i + j) % 3][:1], size, DATASETS[(i + j) % 3][1]) for i, method in enumerate(("pfgm", "pfgmpp", "ddpm")) for j, size in enumerate((64, 128, 224))]
-SOLVERS = {"pfgm": ["--solver", "euler", "--steps", "2"], "pfgmpp": ["--solver", "heun", "--steps", "2"], "ddpm": ["--solver", "ddim", "--steps", "2"]}
+CASES = [(method, *DATASETS[(i + j) % 3][:1], size, DATASETS[(i + j) % 3][1]) for i, method in enumerate(("pfgm", "pfgmpp", "ddpm", "vapo")) for j, size in enumerate((64, 128, 224))]
+SOLVERS = {"pfgm": ["--solver", "euler", "--steps", "2"], "pfgmpp": ["--solver", "heun", "--steps", "2"], "ddpm": ["--solver", "ddim", "--steps", "2"],
+           "vapo": ["--solver", "euler", "--steps", "2"]}  # fmt: skip
 
 
 def tiny_recipe(path: Path, method: str, dataset: str, size: int, amp: bool = False) -> Path:
@@ -54,7 +55,7 @@ def test_train_synthesize_evaluate_round_trip(tmp_path, monkeypatch, capsys, met
     assert record["setup"]["size"] == size and np.isfinite(record["score"]["domain"]["fd"]["mean"])
 
 
-@pytest.mark.parametrize("method", ["pfgm", "pfgmpp", "ddpm"])
+@pytest.mark.parametrize("method", ["pfgm", "pfgmpp", "ddpm", "vapo"])
 def test_bf16_autocast_trains_and_samples_on_cpu(tmp_path, monkeypatch, data_root, method):
     monkeypatch.setenv("MEDPFGM_DATA", str(data_root))
     run = tmp_path / "run"

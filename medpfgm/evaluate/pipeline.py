@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from medpfgm.classifier import load_classifier
-from medpfgm.catalog import METRIC_SPACES, parse_metrics  # noqa: F401 (re-exported)
+from medpfgm.catalog import METRIC_SPACES, METRICS, parse_metrics  # noqa: F401 (re-exported)
 from medpfgm.data import NPZ_ERRORS, Split, class_names, read_image_file
 from medpfgm.errors import MedpfgmError
-from medpfgm.evaluate.evaluate import Evaluator, full_reference_score
+from medpfgm.evaluate.evaluate import Evaluator, cached_features, full_reference_score
 from medpfgm.evaluate.features import FeatureUnavailable, RadiomicsSpace, domain_space, inception_space
 from medpfgm.evaluate.protocol import ImageSet, max_stratified_n, stratified_counts
 from medpfgm.figures import evaluation_grid
@@ -102,12 +102,13 @@ def write_full_reference(out: Path, subject: dict, fake: ImageSet, spaces: list,
     return record
 
 
-def run_samples(run, counts: np.ndarray, solver: str, steps: int, rtol: float, atol: float, batch_size: int, seed: int, device, progress: bool) -> tuple[ImageSet, dict]:
+def run_samples(run, counts: np.ndarray, solver: str, steps: int, rtol: float, atol: float, batch_size: int, seed: int, device, progress: bool, variant=None) -> tuple[ImageSet, dict]:
     """Samples of a loaded run with the given per-class counts, cached in <run>/samples/ with their NFE and time."""
-    from medpfgm.sample import generate, partial_path
+    from medpfgm.sample import Variant, generate, partial_path
 
+    variant = variant or Variant()
     setting = f"{solver}{'' if solver == 'rk45' else steps}" + (f"_rtol{rtol:g}" if solver == "rk45" else "")
-    path = run.paths.samples / f"eval_step{run.step}_{setting}_n{int(counts.sum())}_seed{seed}.npz"
+    path = run.paths.samples / f"eval_step{run.step}{variant.suffix}_{setting}_n{int(counts.sum())}_seed{seed}.npz"
     labels = np.repeat(np.arange(len(counts)), counts)
     if path.is_file():
         try:
@@ -116,16 +117,29 @@ def run_samples(run, counts: np.ndarray, solver: str, steps: int, rtol: float, a
                     return ImageSet(f["images"], f["labels"], path.stem), {"nfe": float(f["nfe"].mean()), "seconds": float(f["seconds"]), "samples": str(path)}
         except (KeyError, *NPZ_ERRORS):  # a damaged cached file is sampled again
             pass
-    images, nfes, seconds = generate(run, labels, solver, steps, rtol, atol, batch_size, seed, device, progress, resume=partial_path(path))
+    images, nfes, seconds = generate(run, labels, solver, steps, rtol, atol, batch_size, seed, device, progress, resume=partial_path(path), variant=variant)
     if images is None:  # a helper rank under torchrun: rank 0 holds and keeps the samples
         return None, {}
     save_images_npz(path, images, labels, nfe=np.asarray(nfes), seconds=np.asarray(seconds))
     return ImageSet(images, labels, path.stem), {"nfe": float(np.mean(nfes)), "seconds": seconds, "samples": str(path)}
 
 
-def write_evaluation(out: Path, grid_dir: Path, subject: dict, fake: ImageSet, evaluator: Evaluator, unavailable: dict, classifier_meta: dict, dataset: str, size: int) -> dict:
+def memorization_record(fake: ImageSet, train: Split, test: Split, evaluator: Evaluator, grid_dir: Path, stem: str) -> dict:
+    """The memorization audit of ``fake`` against the whole training split (pixels and the domain space),
+    with its closest pairs drawn to ``grid_dir/<stem>_pairs.png``."""
+    from medpfgm.evaluate.memorization import audit, pairs_figure
+
+    domain = next(s for s in evaluator.spaces if s.name == "domain")
+    result = audit(fake.images, fake.labels, train.images, test.images, train.num_classes, lambda images: cached_features(domain, images))
+    figure = pairs_figure(fake.images, train.images, result["pairs"], grid_dir / f"{stem}_pairs.png", f"{stem}: closest synthetic / training pairs (pixel distance)")
+    return {**result, "figure": os.path.relpath(figure, grid_dir.parent), "n_train": int(len(train.labels)), "n_test": int(len(test.labels))}
+
+
+def write_evaluation(out: Path, grid_dir: Path, subject: dict, fake: ImageSet, evaluator: Evaluator, unavailable: dict, classifier_meta: dict,
+                     dataset: str, size: int, memorization: tuple[Split, Split] | None = None) -> dict:  # fmt: skip
     """Score ``fake``, write its JSON and its per-class grid; returns the record. Spaces that ``out``
-    already holds for the same samples and setup, and that were not asked for now, are kept."""
+    already holds for the same samples and setup, and that were not asked for now, are kept. With
+    ``memorization`` (the train and test splits) the memorization audit is added."""
     names = class_names(dataset)
     grid = evaluation_grid(fake.images, fake.labels, names, grid_dir / f"{out.stem}.png", subject)
     record = {
@@ -144,7 +158,10 @@ def write_evaluation(out: Path, grid_dir: Path, subject: dict, fake: ImageSet, e
         "score": evaluator.score(fake),
         "floor": evaluator.floor(),
     }
-    write_json(out, keep_previous_spaces(out, record))
+    if memorization is not None:
+        record["memorization"] = memorization_record(fake, *memorization, evaluator, grid_dir, out.stem)
+    record = keep_previous_spaces(out, record)
+    write_json(out, record)
     return record
 
 
@@ -183,6 +200,8 @@ def keep_previous_spaces(out: Path, record: dict) -> dict:
     for space, reason in previous.get("unavailable", {}).items():
         if space not in record["score"]:
             record["unavailable"].setdefault(space, reason)
+    if "memorization" in previous and "memorization" not in record:
+        record["memorization"] = previous["memorization"]
     return record
 
 
@@ -208,16 +227,18 @@ def load_samples_file(path: str | Path, dataset: str) -> ImageSet:
     return ImageSet(images, labels, path.stem)
 
 
-def run_setting(run, solver: str | None, steps: int | None, rtol: float | None) -> tuple[str, int, float, str, str]:
+def run_setting(run, solver: str | None, steps: int | None, rtol: float | None, variant=None) -> tuple[str, int, float, str, str]:
     """A run's sampler setting with the recipe's defaults filled in: solver, steps, rtol, its name
-    ("heun 18", "rk45 rtol 0.001") and the result file's stem ("pfgm_heun18")."""
-    from medpfgm.sample import check_solver
+    ("heun 18", "rk45 rtol 0.001") and the result file's stem ("pfgm_heun18"; a sampler variant is
+    scored as a model of its own: "pfgmpp_d128_proj_euler10")."""
+    from medpfgm.sample import Variant, check_solver, check_variant
 
     sc = run.cfg.sample
     solver = check_solver(run, solver or sc.solver)
+    variant = check_variant(run.cfg, solver, variant or Variant())
     steps, rtol = steps or sc.steps, rtol or sc.rtol
     setting = f"rk45 rtol {rtol:g}" if solver == "rk45" else f"{solver} {steps}"
-    return solver, steps, rtol, setting, f"{run.cfg.label}_{setting.replace(' ', '')}"
+    return solver, steps, rtol, setting, f"{run.cfg.label}{variant.suffix}_{setting.replace(' ', '')}"
 
 
 def refuse_other_run(out: Path, run_dir) -> None:
@@ -233,16 +254,19 @@ def refuse_other_run(out: Path, run_dir) -> None:
         raise MedpfgmError(f"'{out}' holds the evaluation of run '{previous}', not '{run_dir}'; pass --out FILE or --reports DIR to keep both")
 
 
-def run_subject(run, run_dir, counts, solver, steps, rtol, batch_size, seed, device, progress) -> tuple[ImageSet, dict, str]:
-    """Samples of a run at one solver setting, the subject record, and the result file's stem."""
-    solver, steps, rtol, setting, stem = run_setting(run, solver, steps, rtol)
+def run_subject(run, run_dir, counts, solver, steps, rtol, batch_size, seed, device, progress, variant=None) -> tuple[ImageSet, dict, str]:
+    """Samples of a run at one solver setting (and sampler variant), the subject record, and the result file's stem."""
+    from medpfgm.sample import Variant
+
+    variant = variant or Variant()
+    solver, steps, rtol, setting, stem = run_setting(run, solver, steps, rtol, variant)
     load = os.getloadavg()[0] / (os.cpu_count() or 1)  # timings below are only comparable on a quiet machine
-    fake, info = run_samples(run, counts, solver, steps, rtol, rtol, batch_size or run.cfg.sample.batch_size, seed, device, progress)
+    fake, info = run_samples(run, counts, solver, steps, rtol, rtol, batch_size or run.cfg.sample.batch_size, seed, device, progress, variant)
     if fake is None:
         return None, None, stem
     rk45 = solver == "rk45"
     subject = {
-        "label": run.cfg.label, "method": run.cfg.method, "run": str(run_dir), "step": run.step, "solver": solver,
+        "label": run.cfg.label + variant.suffix, "method": run.cfg.method, "guidance": variant.guidance, "project": variant.project, "run": str(run_dir), "step": run.step, "solver": solver,
         "steps": None if rk45 else steps, "rtol": rtol if rk45 else None, "setting": setting, "nfe": info["nfe"],
         "seconds_per_image": info["seconds"] / len(fake.labels), "samples": info["samples"],
         "cpu_load_per_core": round(load, 2),
@@ -260,6 +284,9 @@ def summary_line(record: dict) -> str:
         elif space in record["unavailable"]:
             parts.append(f"{name} unavailable")
     parts.append(f"class fidelity {s['class_fidelity']['accuracy']:.3f} (floor {f['class_fidelity']['accuracy']:.3f})")
+    if "memorization" in record:
+        m = record["memorization"]["pixel"]
+        parts.append(f"closer to a training image than 99 % of test images: {m['flagged']:.1%} (pixels)")
     return ", ".join(parts)
 
 

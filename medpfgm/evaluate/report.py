@@ -7,6 +7,7 @@ Outputs: README.md, quality_vs_nfe.png, per_class.png. The same inputs give the 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import matplotlib
@@ -154,11 +155,10 @@ D_SWEEP_SETTING = "heun 18"  # the setting at which every D is compared (PFGM++'
 
 
 def aug_dim_of(label: str) -> float | None:
-    """D of a PFGM++ model label ('pfgmpp_d128' -> 128.0, 'pfgmpp_dinf' -> inf); None for other models."""
-    if not label.startswith("pfgmpp_d"):
-        return None
-    text = label.removeprefix("pfgmpp_d")
-    return float("inf") if text == "inf" else float(text)
+    """D of a plain PFGM++ model label ('pfgmpp_d128' -> 128.0, 'pfgmpp_dinf' -> inf); None for other
+    models and for sampler variants ('pfgmpp_d128_proj')."""
+    match = re.fullmatch(r"pfgmpp_d(\d+|inf)", label)
+    return None if match is None else float(match.group(1))
 
 
 def d_sweep_section(records: list[dict], floor: dict, path: Path) -> list[str]:
@@ -291,6 +291,31 @@ def redraw_grids(folder: Path, records, names: list[str]) -> list[str]:
     return missing
 
 
+def memorization_section(records: list[dict], names: list[str]) -> list[str]:
+    """Per audited evaluation: how many synthetic images sit closer to a training image than 99 % of real
+    test images do (pixels and domain features), per class, and its closest pairs."""
+    audited = [r for r in records if "memorization" in r]
+    if not audited:
+        return []
+    lines = ["## Memorization audit", "",
+             "Each synthetic image's distance to its nearest training image (whole training split), against the same distance "
+             "for real test images, which no model saw. *Flagged*: closer to a training image than the 1st percentile of the "
+             "test-to-train distances — closer than 99 % of unseen real images come (so about 1 % is what an honest generator "
+             "shows). `medpfgm evaluate --metrics …,memorization`.", ""]  # fmt: skip
+    classes = sorted({c for r in audited for c in r["memorization"]["pixel"]["flagged_per_class"]}, key=int)
+    header = ["model", "sampler", "flagged (pixels)", "flagged (domain)", "median distance synthetic / test (pixels)", *[f"{c} {shorten(names[int(c)], 12)}" for c in classes]]
+    rows = []
+    for r in audited:
+        m = r["memorization"]
+        pix, dom = m["pixel"], m.get("domain")
+        rows.append([r["subject"]["label"], r["subject"].get("setting", ""), f"{pix['flagged']:.1%}", f"{dom['flagged']:.1%}" if dom else "–",
+                     f"{pix['median_fake_to_train']:.2f} / {pix['median_test_to_train']:.2f}",
+                     *[f"{pix['flagged_per_class'].get(c, float('nan')):.0%}" for c in classes]])  # fmt: skip
+    lines += _table(header, rows) + ["", "Per class: the share of that class's synthetic images flagged in pixel space.", ""]
+    lines += [f"![{r['subject']['label']} {r['subject'].get('setting', '')} closest pairs]({r['memorization']['figure']})" for r in audited if r["memorization"].get("figure")]
+    return lines + [""]
+
+
 def build_report(folder: str | Path) -> Path:
     """Write README.md and figures into ``folder`` (reports/<dataset>_<size>)."""
     folder = Path(folder)
@@ -349,6 +374,7 @@ def build_report(folder: str | Path) -> Path:
         lines += _table(["class", "real test", *sorted(best)], fid_rows) + [""]
         if per_class:
             lines += [f"![per-class domain FD]({per_class.name})", ""]
+        lines += memorization_section(records, names)
         lines += ["## Samples (best setting of each model)", ""]
         missing = redraw_grids(folder, best.values(), names)
         for m in sorted(best):

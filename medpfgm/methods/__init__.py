@@ -13,6 +13,7 @@ from medpfgm.config import RunConfig
 from medpfgm.methods.ddpm import DDPM
 from medpfgm.methods.pfgm import PFGM
 from medpfgm.methods.pfgmpp import PFGMPP
+from medpfgm.methods.vapo import VAPO
 
 
 def build_method(cfg: RunConfig, image_shape: tuple[int, int, int]):
@@ -23,7 +24,9 @@ def build_method(cfg: RunConfig, image_shape: tuple[int, int, int]):
         return PFGMPP(cfg.pfgmpp, image_shape)
     if cfg.method == "ddpm":
         return DDPM(cfg.ddpm, image_shape)
+    if cfg.method == "vapo":
+        return VAPO(cfg.vapo, image_shape)
     raise ValueError(f"unknown method {cfg.method!r}")
 
 
-__all__ = ["DDPM", "PFGM", "PFGMPP", "build_method"]
+__all__ = ["DDPM", "PFGM", "PFGMPP", "VAPO", "build_method"]

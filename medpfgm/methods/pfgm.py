@@ -64,7 +64,7 @@ class PFGM:
         out = net(x, timesteps=timesteps, class_labels=labels)
         return out[:, :c].flatten(1), out[:, c].mean(dim=(1, 2))
 
-    def loss(self, net, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, part: slice = slice(None)) -> torch.Tensor:
+    def loss(self, net, images, labels, generator, part: slice = slice(None), cond=None) -> torch.Tensor:
         """Weighted squared error to the empirical field, (sum_x err^2 + w err_z^2) / (N + w), batch mean.
 
         images: (B_L, C, H, W) in [-1, 1]; the first B are perturbed, all B_L are charges; the rows ``part``
@@ -72,16 +72,20 @@ class PFGM:
         w = ``z_loss_weight`` (default N). The official code uses w = 1, so the scalar v_z is 1/(N+1) of
         the loss and, on short budgets, stays a near-constant; but the ODE's drift is z v_x / v_z, so
         v_z's relative error is the speed's. The weights change no minimiser (each output still
-        regresses its own conditional mean), only how fast v_z is learned.
+        regresses its own conditional mean), only how fast v_z is learned. ``cond`` (B,): the labels the
+        network sees; where it holds the null class (differs from ``labels``) the target is the field of
+        every charge, the unconditional one.
         """
         cfg, b = self.cfg, self.batch_size
+        cond = labels[:b] if cond is None else cond
         charges = images.flatten(1)
         y, z = poisson.perturb(charges[:b], cfg.m_max, cfg.sigma, cfg.tau, cfg.restrict_m, generator)
-        y, z, point_labels = y[part], z[part], labels[:b][part]
-        field_labels = dict(labels=point_labels, charge_labels=labels) if self.conditional else {}
+        y, z, net_labels = y[part], z[part], cond[part]
+        field_points = torch.where(cond == labels[:b], labels[:b], -1)[part]  # -1: sees every charge
+        field_labels = dict(labels=field_points, charge_labels=labels) if self.conditional else {}
         with torch.no_grad(), torch.autocast(y.device.type, enabled=False):  # log-weights of (N+1)-th powers: never bf16
             v_x, v_z = poisson.empirical_field(y, z, charges, cfg.gamma, cfg.field_chunk, **field_labels)
-        p_x, p_z = self.field(net, y.view(len(y), *self.image_shape), z, point_labels)
+        p_x, p_z = self.field(net, y.view(len(y), *self.image_shape), z, net_labels)
         w = self.n_dim if cfg.z_loss_weight is None else cfg.z_loss_weight
         return ((p_x.float() - v_x).pow(2).sum(1) + w * (p_z.float() - v_z).pow(2)).mean() / (self.n_dim + w)
 

@@ -7,28 +7,24 @@ large batch, so D = 1 here and ``--method pfgm`` share the ODE family but not th
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from medpfgm.config import SOLVERS, PFGMPPConfig, parse_aug_dim
+from medpfgm.methods.base import ImageMethod
 from medpfgm.nets import log_timestep
 from medpfgm.physics import pfgmpp
 
 
-class PFGMPP:
+class PFGMPP(ImageMethod):
     """D_theta(x, sigma, c) = c_skip x + c_out F(c_in x, sigma, c); the ODE is dx/dsigma = (x - D_theta) / sigma."""
 
     solvers = SOLVERS["pfgmpp"]
 
     def __init__(self, cfg: PFGMPPConfig, image_shape: tuple[int, int, int]):
-        self.cfg = cfg
+        super().__init__(cfg, image_shape)
         self.aug_dim = parse_aug_dim(cfg.aug_dim)
-        self.image_shape = tuple(image_shape)
-
-    def out_channels(self, in_channels: int) -> int:
-        return in_channels
-
-    def data_batch_size(self, batch_size: int) -> int:
-        return batch_size
 
     def denoise(self, net, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W) float32, sigma (B,) -> D_theta (B, C, H, W)."""
@@ -36,10 +32,11 @@ class PFGMPP:
         timesteps = log_timestep(sigma, self.cfg.sigma_min, self.cfg.sigma_max)
         return c_skip * x + c_out * net(c_in * x, timesteps=timesteps, class_labels=labels).float()
 
-    def loss(self, net, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, part: slice = slice(None)) -> torch.Tensor:
+    def loss(self, net, images, labels, generator, part: slice = slice(None), cond=None) -> torch.Tensor:
         """lambda(sigma) ||D_theta(y + n, sigma) - y||^2, mean over pixels and the rows ``part``; n ~ the
-        PFGM++ kernel (drawn for the whole batch: any split of the rows gives one process's numbers)."""
-        cfg = self.cfg
+        PFGM++ kernel (drawn for the whole batch: any split of the rows gives one process's numbers).
+        ``cond`` (B,): the labels the network sees (the null class where dropped); default ``labels``."""
+        cfg, labels = self.cfg, labels if cond is None else cond
         sigma = pfgmpp.sample_sigma(len(images), cfg.p_mean, cfg.p_std, generator, images.device)
         noise = pfgmpp.kernel_noise(images.shape, sigma, self.aug_dim, generator, images.dtype, images.device)
         images, noise, sigma = images[part], noise[part], sigma[part]
@@ -53,6 +50,10 @@ class PFGMPP:
     def times(self, steps: int) -> torch.Tensor:
         """steps + 1 noise levels of EDM's rho-schedule, sigma_max ... sigma_min, 0."""
         return pfgmpp.karras_sigmas(steps, self.cfg.sigma_min, self.cfg.sigma_max, self.cfg.rho)
+
+    def typical_noise_norm(self) -> float:
+        """Median ||x - y|| / sigma of the kernel at this image size: the shell the projection step keeps."""
+        return pfgmpp.typical_noise_norm(math.prod(self.image_shape), self.aug_dim)
 
     def t_span(self) -> tuple[float, float]:
         return self.cfg.sigma_max, self.cfg.sigma_min

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+from scipy import stats
 
 INF = math.inf
 
@@ -81,3 +82,12 @@ def prior(
 def drift_in_sigma(x: torch.Tensor, denoised: torch.Tensor, sigma: float) -> torch.Tensor:
     """dx/dsigma = (x - D(x, sigma)) / sigma: the same ODE for every D (only the noise law differs)."""
     return (x - denoised) / sigma
+
+
+def typical_noise_norm(n_dim: int, aug_dim: float) -> float:
+    """The median of ||x - y|| / sigma under the kernel in N = ``n_dim`` dimensions: where noisy points of
+    level sigma concentrate (a thin shell when N is large). ||x - y||^2 / sigma^2 = ||g||^2 D / chi^2_D is
+    N times an F(N, D) variable (chi^2_N for D = inf), so the median is exact, from scipy."""
+    if math.isinf(aug_dim):
+        return math.sqrt(stats.chi2(n_dim).median())
+    return math.sqrt(n_dim * stats.f(n_dim, aug_dim).median())

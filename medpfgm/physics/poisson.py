@@ -79,7 +79,8 @@ def empirical_field(
 
     y: (B, N), z: (B,), charges: (B_L, N). With ``labels`` (B,) and ``charge_labels`` (B_L,), each
     point sees only the charges of its own class: the field of the class-conditional data law, which
-    is what a class-conditional network must learn. Returns (v_x (B, N), v_z (B,)) in ``y.dtype``:
+    is what a class-conditional network must learn; a point labelled -1 sees every charge (the null
+    class of classifier-free guidance). Returns (v_x (B, N), v_z (B,)) in ``y.dtype``:
     E = sum_i w_i (x_i, 0) - (y, z) with w = softmax_i(-(N+1)/2 ln d_i^2), d_i^2 = ||y - x_i||^2 + z^2,
     and v = sqrt(N) E / (||E|| + gamma): it points toward the data and has norm ~sqrt(N) far away.
 
@@ -101,7 +102,7 @@ def empirical_field(
         c = charges[start : start + chunk_size]
         d_sq = y_sq + (c * c).sum(1).double()[None, :] - 2 * (y_w @ c.T).double()
         if labels is not None:
-            same_class = labels[:, None] == charge_labels[None, start : start + chunk_size]
+            same_class = (labels[:, None] == charge_labels[None, start : start + chunk_size]) | (labels[:, None] < 0)
             d_sq = d_sq.masked_fill(~same_class, math.inf)
         if refine:
             near = d_sq.topk(min(refine, c.shape[0]), dim=1, largest=False).indices  # (B, k)
