@@ -136,3 +136,17 @@ def test_two_processes_evaluate_as_one(tmp_path, data_root, monkeypatch):
     assert len(list((tmp_path / "run2" / "samples").glob("eval_*.npz"))) == 1
     one, two = (json.loads((tmp_path / name / "bloodmnist_28" / "evaluations" / "pfgmpp_d128_heun2.json").read_text()) for name in ("one", "two"))
     assert one["score"] == two["score"] and one["floor"] == two["floor"]
+
+
+def test_two_processes_fill_as_one(tmp_path, data_root, monkeypatch):
+    """augment under torchrun: the same synthetic fill as one process, image for image (with guidance: 2 NFE)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    run = str(tmp_path / "run")
+    assert main(["train", "--recipe", str(write_tiny_recipe(tmp_path / "tiny.toml", "pfgmpp")), "--run", run, "--label-dropout", "0.2", "--quiet"]) == 0
+    common = ["--target", "860", "--batch-size", "8", "--steps", "2", "--guidance", "1.5", "--quiet"]  # 19 images, 3 batches
+    assert main(["augment", "--run", run, *common, "--out", str(tmp_path / "one.npz")]) == 0
+    torchrun(["augment", "--run", run, *common, "--out", str(tmp_path / "two.npz")], data_root)
+    with np.load(tmp_path / "one.npz") as a, np.load(tmp_path / "two.npz") as b:
+        assert a["train_synthetic"].sum() == 19
+        for key in ("train_images", "train_labels", "train_synthetic"):
+            assert np.array_equal(a[key], b[key]), key
