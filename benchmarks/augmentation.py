@@ -15,7 +15,15 @@ images gains data, not updates. Variants, each over the seeds:
   (d..) fill_<m>  real + the synthetic fill of model m, up to the largest class
   (g) full        the full official training set (upper bound; skipped without --ratio)
   tstr_<m>        train on the fill's synthetic images only, test on real
-Results: OUT/README.md (mean ± std over seeds), OUT/results.csv, OUT/per_class_recall.png.
+``--variants`` adds, for every fill m, fill_<m>_<v> (issue 19):
+  classical       the fill with classical augmentation (and class-balanced batches, as (c))
+  frac25, frac50  a fill of 25 % / 50 % of each class's gap (its own fill file)
+  weight0.5       the fill with its synthetic images at half the loss weight
+  filter0.8       only synthetic images that the real-only classifier (variant (a), seed 0: trained on the
+                  long-tailed real set, never the full or test set) gives their class with p >= 0.8
+``--converged P`` trains every variant a second time to convergence (validation balanced accuracy,
+patience P epochs, at most --max-epochs), as <variant>_conv: equal steps show a fill's real images less often.
+Results: OUT/README.md (mean ± std over seeds, classifier CPU seconds), OUT/results.csv, OUT/per_class_recall.png.
 """
 
 from __future__ import annotations
@@ -83,20 +91,41 @@ def classifier_done(out: Path, variant: str, seed: int) -> bool:
     return (classifier_dir(out, variant, seed) / "classifier.json").is_file()
 
 
-def fill_needed(out: Path, name: str, seeds: list[int]) -> bool:
+def fill_needed(out: Path, name: str, seeds: list[int], users: list[str] | None = None) -> bool:
     """A fill file is (re)made only for a classifier that still needs it: fills are large and remade
-    from their provenance (run, sampler, seed, md5), so a finished benchmark keeps only its results."""
-    return not all(classifier_done(out, f"{kind}_{name}", seed) for kind in ("fill", "tstr") for seed in seeds)
+    from their provenance (run, sampler, seed, md5), so a finished benchmark keeps only its results.
+    ``users``: the variants trained on it (default: fill_<name> and tstr_<name>)."""
+    users = users or [f"fill_{name}", f"tstr_{name}"]
+    return not all(classifier_done(out, variant, seed) for variant in users for seed in seeds)
 
 
-def draw_fill(path: Path, dataset: str, title: str) -> Path:
-    """The synthetic part of a fill file as a per-class grid beside it (``fill_<name>.png``)."""
+def draw_fill(path: Path, dataset: str, title: str) -> Path | None:
+    """The synthetic part of a fill file as a per-class grid beside it (``fill_<name>.png``); None when the
+    fill has no synthetic image (a filter that kept none)."""
     images, labels, synthetic = read_training_file(path)
+    if not synthetic.any():
+        return None
     return class_grid(images[synthetic], labels[synthetic], class_names(dataset), path.with_suffix(".png"), per_class=12, title=title)
 
 
-def variants(lt_file: Path, fills: dict[str, Path], with_full: bool) -> dict[str, list[str]]:
-    """Variant name -> the classify arguments that define its training data and recipe."""
+def fill_variant(variant: str, out: Path) -> tuple[list[str], list[str], dict]:
+    """A --variants entry: (extra augment arguments, extra classify arguments, what its fill's provenance must say).
+    No augment arguments: the variant trains on the plain fill's file."""
+    if variant == "classical":
+        return [], ["--balanced", "--augment"], {}
+    if variant.startswith("frac") and variant[4:].isdigit():
+        fraction = int(variant[4:]) / 100
+        return ["--fill-fraction", f"{fraction:g}"], [], {"fill_fraction": fraction}
+    if variant.startswith("weight"):
+        return [], ["--synthetic-weight", variant[6:]], {}
+    if variant.startswith("filter"):
+        return ["--filter", str(classifier_dir(out, "real", 0)), "--min-confidence", variant[6:]], [], {}
+    sys.exit(f"unknown fill variant '{variant}'; use classical, frac<percent>, weight<w> or filter<q>")
+
+
+def variants(lt_file: Path, fills: dict[str, Path], with_full: bool, extra: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """Variant name -> the classify arguments that define its training data and recipe; ``extra``: the fill
+    variants' names and arguments."""
     out = {
         "real": ["--train-file", str(lt_file)],
         "resample": ["--train-file", str(lt_file), "--balanced"],
@@ -106,6 +135,7 @@ def variants(lt_file: Path, fills: dict[str, Path], with_full: bool) -> dict[str
     for name, path in fills.items():
         out[f"fill_{name}"] = ["--train-file", str(path)]
         out[f"tstr_{name}"] = ["--train-file", str(path), "--synthetic-only"]
+    out.update(extra or {})
     if with_full:  # a dataset used as it is (no --ratio) is its own full set
         out["full"] = []
     return out
@@ -117,7 +147,8 @@ def collect(out: Path, names: list[str], seeds: list[int]) -> pd.DataFrame:
         for seed in seeds:
             meta = json.loads((classifier_dir(out, name, seed) / "classifier.json").read_text())
             rows.append({"variant": name, "seed": seed, **{m: meta["test"][m] for m in METRICS}, "recall": meta["test"]["per_class_recall"],
-                         "train_images": sum(meta["train_counts"]), "width": meta["config"]["width"], "batch_size": meta["config"]["batch_size"]})  # fmt: skip
+                         "train_images": sum(meta["train_counts"]), "width": meta["config"]["width"], "batch_size": meta["config"]["batch_size"],
+                         "cpu_seconds": meta.get("train_seconds", float("nan"))})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -134,10 +165,11 @@ def verdicts(summary: pd.DataFrame, num_classes: int, baselines: tuple[str, ...]
     lines = []
     for variant in [v for v in summary.index if v.startswith("fill_")]:
         parts = []
-        for base in [b for b in baselines if b in summary.index]:
+        twin = "_conv" if variant.endswith("_conv") else ""  # a converged classifier is compared with converged baselines
+        for base in [b + twin for b in baselines if b + twin in summary.index]:
             for metric in ("balanced_accuracy", "macro_f1", "tail_recall"):
                 delta = summary.loc[variant, (metric, "mean")] - summary.loc[base, (metric, "mean")]
-                spread = max(summary.loc[variant, (metric, "std")], summary.loc[base, (metric, "std")])
+                spread = np.nan_to_num(max(summary.loc[variant, (metric, "std")], summary.loc[base, (metric, "std")]))  # one seed: no spread
                 word = "within the seed spread" if abs(delta) <= spread else ("gain" if delta > 0 else "loss")
                 parts.append(f"{metric.replace('_', ' ')} {delta:+.3f} vs {base} ({word})")
         lines.append(f"- **{variant}**: " + "; ".join(parts) + ".")
@@ -162,10 +194,11 @@ def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_cou
               f"(ResNet-18 layout, width {', '.join(map(str, widths))}) trained for {steps} optimizer steps of {', '.join(map(str, batches))} images. "
               f"Tail recall: mean test recall of the classes with fewer training images than the median class ({', '.join(names[c] for c in tail)}).",
               "", "```", command, "```", ""]  # fmt: skip
-    lines += ["| variant | train images | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    lines += ["| variant | train images | classifier s | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
     for variant, row in summary.iterrows():
-        n = int(df[df.variant == variant].train_images.iloc[0])
-        lines.append(f"| {variant} | {n} | " + " | ".join(f"{row[(m, 'mean')]:.3f} ± {row[(m, 'std')]:.3f}" for m in columns) + " |")
+        rows = df[df.variant == variant]
+        n, seconds = int(rows.train_images.iloc[0]), float(rows.cpu_seconds.mean())
+        lines.append(f"| {variant} | {n} | {seconds:.0f} | " + " | ".join(f"{row[(m, 'mean')]:.3f} ± {row[(m, 'std')]:.3f}" for m in columns) + " |")
     lines += ["", "## Synthetic fill against the real-data baselines", "", *verdicts(summary, len(names))]
     recall = df.groupby("variant", sort=False)["recall"].apply(lambda r: np.mean(np.stack(r.to_list()), axis=0))
     import matplotlib.pyplot as plt
@@ -200,6 +233,9 @@ def main() -> None:
     p.add_argument("--target", default="balanced", help="augment's fill target: balanced (up to the largest class) or N images per class")
     p.add_argument("--out", required=True)
     p.add_argument("--data-root")
+    p.add_argument("--variants", default="", help="fill variants for every fill: classical, frac25, frac50, weight0.5, filter0.8 (see above)")
+    p.add_argument("--converged", type=int, help="also train every variant to convergence with this patience (epochs), as <variant>_conv")
+    p.add_argument("--max-epochs", type=int, default=60, help="the cap of a converged classifier's epochs")
     args = p.parse_args()
     out, seeds = Path(args.out), [int(s) for s in args.seeds.split(",")]
     data = out / "data"
@@ -207,20 +243,45 @@ def main() -> None:
     lt_file = data_file(args.dataset, args.size, data)
     if not lt_file.is_file():
         run("longtail", "--dataset", args.dataset, "--size", str(args.size), "--ratio", str(args.ratio or 1), "--out", str(data), *common)
-    fills = {}
+
+    def classify(name: str, extra: list[str]) -> None:
+        """Every seed of one variant: at the equal step budget, and converged (as <name>_conv) when asked."""
+        budgets = {name: ["--steps", str(args.steps)]}
+        if args.converged:
+            budgets[f"{name}_conv"] = ["--patience", str(args.converged), "--epochs", str(args.max_epochs)]
+        for variant, budget in budgets.items():
+            for seed in seeds:
+                if not classifier_done(out, variant, seed):
+                    run("classify", "--dataset", args.dataset, "--size", str(args.size), "--out", str(classifier_dir(out, variant, seed)), *budget, "--seed", str(seed), "--quiet", *extra, *common)
+
+    real_plan = variants(lt_file, {}, with_full=False)
+    for name, extra in real_plan.items():  # first: the filter variants need the real-only classifier
+        classify(name, extra)
+    fills, extra_plan = {}, {}
+    twins = ["", "_conv"] if args.converged else [""]  # the classifiers of a variant: equal steps, and converged
     for item in args.fill:
         name, run_dir, sampler = parse_fill(item)
-        fills[name] = out / f"fill_{name}.npz"
-        check_fill(fills[name], run_dir, args.target, sampler)
-        if not fills[name].is_file() and fill_needed(out, name, seeds):
-            run("augment", "--run", run_dir, "--target", args.target, "--out", str(fills[name]), "--data-root", str(data), "--quiet", *sampler_args(sampler))
-        if fills[name].is_file() and not fills[name].with_suffix(".png").is_file():
-            draw_fill(fills[name], args.dataset, f"fill_{name}: synthetic images only ({' '.join(map(str, sampler.values())) or 'recipe sampler'})")
-    plan = variants(lt_file, fills, with_full=args.ratio not in (None, 1))
+        files: dict[Path, tuple[list[str], dict, list[str]]] = {}  # fill file -> (augment args, provenance asked, its variants)
+        for variant in ["", *[v for v in args.variants.split(",") if v]]:
+            augment_args, classify_args, expected = fill_variant(variant, out) if variant else ([], [], {})
+            path = out / f"fill_{name}_{variant}.npz" if augment_args else out / f"fill_{name}.npz"
+            users = [f"fill_{name}_{variant}"] if variant else [f"fill_{name}", f"tstr_{name}"]
+            files.setdefault(path, (augment_args, expected, []))[2].extend(u + t for u in users for t in twins)
+            if variant:
+                extra_plan[f"fill_{name}_{variant}"] = ["--train-file", str(path), *classify_args]
+            else:
+                fills[name] = path
+        for path, (augment_args, expected, users) in files.items():
+            check_fill(path, run_dir, args.target, {**sampler, **expected})
+            if not path.is_file() and fill_needed(out, name, seeds, users):
+                run("augment", "--run", run_dir, "--target", args.target, "--out", str(path), "--data-root", str(data), "--quiet", *sampler_args(sampler), *augment_args)
+            if path.is_file() and not path.with_suffix(".png").is_file():
+                draw_fill(path, args.dataset, f"{path.stem}: synthetic images only ({' '.join(map(str, sampler.values())) or 'recipe sampler'})")
+    plan = variants(lt_file, fills, with_full=args.ratio not in (None, 1), extra=extra_plan)
     for name, extra in plan.items():
-        for seed in seeds:
-            if not classifier_done(out, name, seed):
-                run("classify", "--dataset", args.dataset, "--size", str(args.size), "--out", str(classifier_dir(out, name, seed)), "--steps", str(args.steps), "--seed", str(seed), "--quiet", *extra, *common)
+        classify(name, extra)
+    if args.converged:
+        plan = {**plan, **{f"{name}_conv": extra for name, extra in plan.items()}}
     lt_counts = read_provenance(lt_file)["train_counts"]
     write_report(out, collect(out, list(plan), seeds), args.dataset, "python " + " ".join(sys.argv), lt_counts, args.steps)
     print(f"wrote {out / 'README.md'}")

@@ -63,6 +63,24 @@ def test_a_fill_made_otherwise_is_refused(bench, tmp_path):
         bench.check_fill(made_elsewhere, "runs/a", "balanced", {})
 
 
+def test_fill_variants_name_their_arguments(bench, tmp_path):
+    assert bench.fill_variant("frac25", tmp_path) == (["--fill-fraction", "0.25"], [], {"fill_fraction": 0.25})
+    assert bench.fill_variant("weight0.5", tmp_path) == ([], ["--synthetic-weight", "0.5"], {})
+    assert bench.fill_variant("classical", tmp_path) == ([], ["--balanced", "--augment"], {})
+    augment_args, _, _ = bench.fill_variant("filter0.8", tmp_path)
+    assert augment_args == ["--filter", str(bench.classifier_dir(tmp_path, "real", 0)), "--min-confidence", "0.8"]  # the real-only classifier
+    with pytest.raises(SystemExit, match="unknown fill variant 'more'"):
+        bench.fill_variant("more", tmp_path)
+
+
+def test_converged_fills_are_compared_with_converged_baselines(bench):
+    rows = [{"variant": v, "seed": s, "balanced_accuracy": m + d, "macro_f1": m + d, "tail_recall": m + d}
+            for v, m in {"resample": 0.5, "resample_conv": 0.7, "fill_x": 0.6, "fill_x_conv": 0.6}.items() for s, d in enumerate((-0.01, 0.0, 0.01))]  # fmt: skip
+    summary = pd.DataFrame(rows).groupby("variant", sort=False)[["balanced_accuracy", "macro_f1", "tail_recall"]].agg(["mean", "std"])
+    plain, conv = bench.verdicts(summary, num_classes=5)
+    assert "+0.100 vs resample (gain)" in plain and "-0.100 vs resample_conv (loss)" in conv
+
+
 def test_a_fill_argument_names_a_run_and_optionally_its_sampler(bench):
     assert bench.parse_fill("p=runs/a@heun:18") == ("p", "runs/a", {"solver": "heun", "steps": 18})
     assert bench.parse_fill("p=runs/a@rk45") == ("p", "runs/a", {"solver": "rk45"})
