@@ -1,7 +1,7 @@
 """What each size costs: training images/s and peak memory, fp32 vs bf16, sampling cost per NFE, and
 PFGM's field target at 224 px, for each recipe's own backbone.
 
-    python benchmarks/scale.py [--sizes 28,64,128,224] [--methods pfgm,pfgmpp,ddpm] [--steps 3] [--device cpu|cuda]
+    python benchmarks/scale.py [--sizes 28,64,128,224] [--methods pfgm,pfgmpp,ddpm] [--precisions fp32,bf16] [--steps 3] [--device cpu|cuda]
                                [--out reports/scale/<device>.json]
 
 Each (size, method, precision) runs in a fresh process (so peak memory is its own: CPU max RSS, or CUDA
@@ -110,6 +110,8 @@ def main() -> None:
     p.add_argument("--sizes", default="28,64,128,224")
     p.add_argument("--methods", default="pfgm,pfgmpp,ddpm")
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--no-field", action="store_true", help="skip the 224-px field target row")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path)
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -124,7 +126,8 @@ def main() -> None:
 
     out = args.out or ROOT / "reports" / "scale" / f"{args.device}.json"
     results = json.loads(out.read_text()) if out.is_file() else {"rows": {}}
-    jobs = [f"train:{s}:{m}:{prec}" for s in args.sizes.split(",") for m in args.methods.split(",") for prec in ("fp32", "bf16")] + ["field"]
+    jobs = [f"train:{s}:{m}:{prec}" for s in args.sizes.split(",") for m in args.methods.split(",") for prec in args.precisions.split(",")]
+    jobs += [] if args.no_field else ["field"]
     for job in jobs:
         if job in results["rows"]:
             continue
