@@ -188,14 +188,16 @@ def prepare_run(
     The state is the checkpoint's (exact resume) or, for a run shared without its training state, the
     model file's ({"weights", "config", "step", ...}: continued from its EMA weights). A resumed run keeps
     its saved configuration, step target included; ``steps`` (when given) sets the target, of a new run
-    and of a resumed one (e.g. to extend a finished run). ``resume="auto"`` resumes when the folder holds either file and starts otherwise
-    (what a resumable benchmark queue wants).
+    and of a resumed one (e.g. to extend a finished run). ``resume="auto"`` resumes when the folder holds
+    either file and starts otherwise (what a resumable benchmark queue wants).
     """
     paths = RunPaths(Path(run_dir))
+    holds_run = paths.last_checkpoint.is_file() or paths.model.is_file()
     if resume == "auto":
-        resume = paths.last_checkpoint.is_file() or paths.model.is_file()
+        resume = holds_run
     for stale in paths.checkpoints.glob(".*.tmp") if paths.checkpoints.is_dir() and ctx.main else []:
         stale.unlink(missing_ok=True)  # a checkpoint write cut short by a kill: the last complete one stands
+    state = None
     if resume:
         if paths.last_checkpoint.is_file():
             state = load_checkpoint(paths.last_checkpoint)
@@ -203,20 +205,17 @@ def prepare_run(
             state = load_model_file(paths.model)
         else:
             raise MedpfgmError(f"--resume: run folder '{paths.root}' has no checkpoint and no {paths.model.name} to continue from")
-        saved = RunConfig.from_dict(state["config"], source=f"run '{paths.root}'")
+        cfg = RunConfig.from_dict(state["config"], source=f"run '{paths.root}'")
         if paths.log.is_file() and ctx.main:  # drop lines logged after the checkpoint: they will be logged again
             kept = [r for r in read_jsonl(paths.log) if r["step"] <= state["step"]]
             atomic_write(paths.log, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in kept)))
-        if steps is not None:
-            saved = dataclasses.replace(saved, train=dataclasses.replace(saved.train, steps=steps))
-        return paths, saved, state
-    if paths.last_checkpoint.is_file() or paths.model.is_file():
+    elif holds_run:
         raise MedpfgmError(f"run folder '{paths.root}' already holds a trained run; pass --resume or choose another --run")
-    if ctx.main:
+    elif ctx.main:
         paths.log.unlink(missing_ok=True)  # lines of an attempt killed before its first checkpoint
     if steps is not None:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
-    return paths, cfg, None
+    return paths, cfg, state
 
 
 def record_training_data(paths: RunPaths, split, resume: bool) -> None:
