@@ -6,7 +6,6 @@ machine that trained them (.gitignore) and are in history for the runs committed
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import subprocess
 from pathlib import Path
@@ -16,14 +15,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TREE_LIMIT = 64 * 2**20  # what the GPU machine may be sent, and what a clone should cost
 FILE_LIMIT = 5 * 2**20
-# Committed before model files existed: the augmentation runs' training states (their model files are
-# committed) and the evaluations' cached samples (remade from their seed when missing). A submission's
-# diff is limited in size, so the old files leave the tree over two submissions; these go in the next.
-LEAVING = ("reports/augmentation/*/run/checkpoints/last.pt", "reports/*/*/run/samples/eval_*.npz")
-
-
-def leaving(path: Path) -> bool:
-    return any(fnmatch.fnmatch(str(path), pattern) for pattern in LEAVING)
 
 
 def tracked_files() -> list[Path]:
@@ -35,7 +26,7 @@ def tracked_files() -> list[Path]:
 
 
 def test_tracked_tree_is_small_enough_to_travel():
-    files = [p for p in tracked_files() if not leaving(p)]
+    files = tracked_files()
     total = sum((ROOT / p).stat().st_size for p in files)
     assert total < TREE_LIMIT, f"tracked tree is {total / 2**20:.1f} MiB (limit 64 MiB)"
     big = [f"{p} ({(ROOT / p).stat().st_size / 2**20:.1f} MiB)" for p in files if (ROOT / p).stat().st_size > FILE_LIMIT]
