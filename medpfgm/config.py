@@ -109,9 +109,11 @@ class DDPMConfig:
 @dataclass
 class VAPOConfig:
     """VAPO (variational potential flow): the path x_t = t x0 + (1 - t) eps from noise (t = 0) to data (t = 1);
-    training draws t ~ U(0, 1 - t_eps), sampling integrates from t = 0 to 1 - t_eps."""
+    training draws t ~ U(0, 1 - t_eps), sampling integrates from t = 0 to 1 - t_eps. The potential divides by
+    max(1 - t, scale_floor) (see methods/vapo.py)."""
 
     t_eps: float = 1e-3
+    scale_floor: float = 0.05
 
 
 @dataclass
@@ -181,6 +183,8 @@ def _check_values(cfg: RunConfig, source: str) -> None:
         raise bad("train.label_dropout", cfg.train.label_dropout, "it must lie in [0, 1)")
     if not cfg.vapo.t_eps < 0.5:
         raise bad("vapo.t_eps", cfg.vapo.t_eps, "it must be a small positive number below 0.5")
+    if not 0 < cfg.vapo.scale_floor < 1:
+        raise bad("vapo.scale_floor", cfg.vapo.scale_floor, "it must lie strictly between 0 and 1")
     if not 0 < cfg.train.ema_decay < 1:
         raise bad("train.ema_decay", cfg.train.ema_decay, "it must lie strictly between 0 and 1")
     if not cfg.net.channels or any(c <= 0 for c in cfg.net.channels) or len(cfg.net.attention_levels) != len(cfg.net.channels):

@@ -181,7 +181,7 @@ def test_guidance_and_projection_refused_where_they_do_not_apply(capsys, tmp_pat
 
 
 class ScaledIdentity(torch.nn.Module):
-    """U(x, t) = a x: psi = -(1 - a)^2 ||x||^2 / (2 (1 - t)), so grad psi = -(1 - a)^2 x / (1 - t)."""
+    """U(x, t) = a x: psi = -(1 - a)^2 ||x||^2 / (2 s), so grad psi = -(1 - a)^2 x / s, s = max(1 - t, 0.05)."""
 
     def __init__(self, a: float):
         super().__init__()
@@ -194,9 +194,9 @@ class ScaledIdentity(torch.nn.Module):
 def test_vapo_velocity_is_the_gradient_of_its_potential():
     method = VAPO(VAPOConfig(), (3, 4, 4))
     x = torch.randn(5, 3, 4, 4, generator=torch.Generator().manual_seed(0))
-    t = torch.tensor([0.0, 0.2, 0.5, 0.9, 0.99])
+    t = torch.tensor([0.0, 0.2, 0.5, 0.9, 0.99])  # 0.99: past the floor, s = 0.05
     net = ScaledIdentity(0.3)
-    closed = -(0.7**2) * x / (1 - t).view(-1, 1, 1, 1)
+    closed = -(0.7**2) * x / torch.tensor([1.0, 0.8, 0.5, 0.1, 0.05]).view(-1, 1, 1, 1)
     assert torch.allclose(method.velocity(net, x, t, None), closed, atol=1e-5)
     assert torch.allclose(method.drift(net, x[2:3], 0.5, None), closed[2:3], atol=1e-5)  # t = 0.5
 
@@ -233,5 +233,6 @@ def test_vapo_loss_trains_the_potential_gradient_by_double_backward():
     t = torch.rand(16, generator=g) * (1 - 1e-3)
     eps = torch.randn(images.shape, generator=g)
     x_t = t.view(-1, 1, 1, 1) * images + (1 - t.view(-1, 1, 1, 1)) * eps
-    expected = (-(0.7**2) * x_t / (1 - t.view(-1, 1, 1, 1)) - (images - eps)).pow(2).mean()
+    s = torch.maximum(1 - t, torch.tensor(0.05)).view(-1, 1, 1, 1)
+    expected = (-(0.7**2) * x_t / s - (images - eps)).pow(2).mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
