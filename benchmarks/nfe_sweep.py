@@ -83,7 +83,7 @@ def main() -> None:
             if args.only and solver not in args.only.split(","):
                 continue
             extra, stem = setting_args(solver, value)
-            if (folder / "evaluations" / f"{cfg.label}{variant.suffix}_{stem}.json").is_file():
+            if (folder / "evaluations" / f"{cfg.model_name(variant)}_{stem}.json").is_file():
                 continue
             n = ["-n", str(args.n)] if args.n else []
             print(f"$ medpfgm evaluate --run {run} {' '.join(extra + variant_args + n)}", flush=True)

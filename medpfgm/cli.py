@@ -203,7 +203,7 @@ def synthesize(run_dir, method, dataset, size, class_id, n, solver, steps, rtol,
     solver = solver or pre.sample.solver
     variant = check_variant(pre, solver, Variant(guidance, project))
     tag = f"class{class_id}" if class_id is not None else "all"
-    out = _writable(out or Path("samples") / f"{pre.label}{variant.suffix}_{pre.dataset}_{pre.size}" / f"{tag}_{solver}_n{n}_seed{seed}.npz")
+    out = _writable(out or Path("samples") / f"{pre.model_name(variant)}_{pre.dataset}_{pre.size}" / f"{tag}_{solver}_n{n}_seed{seed}.npz")
 
     from medpfgm import distributed
     from medpfgm.figures import class_grid
@@ -225,7 +225,7 @@ def synthesize(run_dir, method, dataset, size, class_id, n, solver, steps, rtol,
     if not ctx.main:
         return
     save_images_npz(out, images, labels.astype(np.int64), nfe=np.asarray(nfes))
-    title = f"{run.cfg.label}{variant.suffix} {run.cfg.dataset} {run.cfg.size}px ({run_dir}), step {run.step}, {solver} NFE {np.mean(nfes):.0f}"
+    title = f"{run.cfg.model_name(variant)} {run.cfg.dataset} {run.cfg.size}px ({run_dir}), step {run.step}, {solver} NFE {np.mean(nfes):.0f}"
     grid = class_grid(images, labels, run.class_names, out.with_suffix(".png"), title=title)
     click.echo(
         f"wrote {out} and {grid}: {n} images ({tag}), {solver} NFE {np.mean(nfes):.0f} per batch, "

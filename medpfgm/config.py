@@ -153,6 +153,12 @@ class RunConfig:
         """The model's short name in run folders and reports: pfgm, pfgmpp_d128, pfgmpp_dinf, ddpm."""
         return f"pfgmpp_d{self.pfgmpp.aug_dim}" if self.method == "pfgmpp" else self.method
 
+    def model_name(self, variant: Variant) -> str:
+        """The name a sampled model is scored under: the label, "_ld0.1" for a run trained with label
+        dropout 0.1 (another model than the run without), then the variant's suffix ("_cfg_w2")."""
+        dropout = f"_ld{self.train.label_dropout:g}" if self.train.label_dropout else ""
+        return f"{self.label}{dropout}{variant.suffix}"
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> RunConfig:
         cfg = _build(cls, data, source)

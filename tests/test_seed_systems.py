@@ -117,6 +117,15 @@ def test_null_labelled_points_see_every_charge():
     assert torch.allclose(v_x[~null], own_x[~null]) and torch.allclose(v_z[~null], own_z[~null])
 
 
+def test_a_run_trained_with_label_dropout_is_scored_as_a_model_of_its_own(tiny_recipe):
+    cfg = load_recipe(tiny_recipe)
+    cfg.method, cfg.pfgmpp.aug_dim = "pfgmpp", 128
+    assert cfg.model_name(Variant()) == "pfgmpp_d128"
+    cfg.train.label_dropout = 0.1  # unguided (w = 0), it is still another network than the run without dropout
+    names = [cfg.model_name(Variant(guidance=w)) for w in (0, 2)] + [cfg.model_name(Variant(guidance=0.5, project=True))]
+    assert names == ["pfgmpp_d128_ld0.1", "pfgmpp_d128_ld0.1_cfg_w2", "pfgmpp_d128_ld0.1_proj_cfg_w0.5"]
+
+
 def test_label_dropout_draws_null_classes_only_when_asked(tiny_recipe):
     from medpfgm.train import Trainer
 

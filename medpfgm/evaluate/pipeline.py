@@ -238,7 +238,7 @@ def run_setting(run, solver: str | None, steps: int | None, rtol: float | None, 
     variant = check_variant(run.cfg, solver, variant or Variant())
     steps, rtol = steps or sc.steps, rtol or sc.rtol
     setting = f"rk45 rtol {rtol:g}" if solver == "rk45" else f"{solver} {steps}"
-    return solver, steps, rtol, setting, f"{run.cfg.label}{variant.suffix}_{setting.replace(' ', '')}"
+    return solver, steps, rtol, setting, f"{run.cfg.model_name(variant)}_{setting.replace(' ', '')}"
 
 
 def refuse_other_run(out: Path, run_dir) -> None:
@@ -266,7 +266,7 @@ def run_subject(run, run_dir, counts, solver, steps, rtol, batch_size, seed, dev
         return None, None, stem
     rk45 = solver == "rk45"
     subject = {
-        "label": run.cfg.label + variant.suffix, "method": run.cfg.method, "guidance": variant.guidance, "project": variant.project, "run": str(run_dir), "step": run.step, "solver": solver,
+        "label": run.cfg.model_name(variant), "method": run.cfg.method, "guidance": variant.guidance, "project": variant.project, "run": str(run_dir), "step": run.step, "solver": solver,
         "steps": None if rk45 else steps, "rtol": rtol if rk45 else None, "setting": setting, "nfe": info["nfe"],
         "seconds_per_image": info["seconds"] / len(fake.labels), "samples": info["samples"],
         "cpu_load_per_core": round(load, 2),
