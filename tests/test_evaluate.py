@@ -357,3 +357,30 @@ def test_quality_against_d_orders_every_d_and_places_pfgm_beside_them(tmp_path):
     pfgm_best = min((json.loads(p.read_text()) for p in (folder / "evaluations").glob("pfgm_*.json")), key=lambda r: r["score"]["fid"]["fd"]["mean"])
     assert pfgm_best["subject"]["setting"] in rows[-1]
     assert (folder / "quality_vs_d.png").stat().st_size > 5000
+
+
+def test_guidance_section_lists_each_weight_of_a_dropout_run_and_reproduces_its_flags(tmp_path):
+    import json
+    import shutil
+
+    from medpfgm.evaluate.report import build_report
+
+    src = Path(__file__).resolve().parents[1] / "reports" / "bloodmnist_28"
+    folder = tmp_path / "bloodmnist_28"
+    shutil.copytree(src / "evaluations", folder / "evaluations")
+    base = json.loads((folder / "evaluations" / "pfgmpp_d128_heun18.json").read_text())
+    for w, fidelity in ((0, 0.80), (2, 0.95)):
+        record = json.loads(json.dumps(base))
+        s = record["subject"]
+        s["label"], s["guidance"], s["run"] = "pfgmpp_d128_ld0.1" + (f"_cfg_w{w}" if w else ""), float(w), "runs/guided"
+        record["score"]["class_fidelity"]["accuracy"] = fidelity
+        (folder / "evaluations" / f"{s['label']}_heun18.json").write_text(json.dumps(record))
+    page = build_report(folder).read_text()
+    section = page.split("## Classifier-free guidance")[1].split("\n## ")[0]
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| 0 ") or line.startswith("| 2 ")]
+    assert [r[0] for r in rows] == ["| 0", "| 2"]
+    header = next(line for line in section.splitlines() if line.startswith("| w "))
+    column = header.split(" | ").index("class fidelity")
+    assert [r[column] for r in rows] == ["0.8", "0.95"]
+    assert "medpfgm evaluate --run runs/guided --solver heun --steps 18 --guidance 2 -n" in page
+    assert (folder / "guidance.png").stat().st_size > 5000

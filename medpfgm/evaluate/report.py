@@ -205,6 +205,47 @@ def d_sweep_section(records: list[dict], floor: dict, path: Path) -> list[str]:
     return lines + ["", f"![quality against D]({figure.name})", ""]
 
 
+GUIDANCE_METRICS = ("fid", "domain_fd", "class_fidelity", "precision", "recall", "coverage")
+
+
+def guidance_section(records: list[dict], floor: dict, path: Path) -> list[str]:
+    """'Classifier-free guidance': for each run scored at two or more guidance weights w at one setting,
+    class fidelity against recall/coverage and the distances as w grows (table and figure)."""
+    sweeps: dict[tuple, list[dict]] = {}
+    for r in records:
+        s = r["subject"]
+        if "guidance" in s and "_ld" in s["label"] and not s.get("project"):
+            sweeps.setdefault((s["run"], s["setting"]), []).append(r)
+    sweeps = {k: sorted(v, key=lambda r: r["subject"]["guidance"]) for k, v in sweeps.items() if len(v) > 1}
+    if not sweeps:
+        return []
+    real = summarize(floor)
+    metrics = [m for m in GUIDANCE_METRICS if m in real]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), squeeze=False)
+    lines = ["## Classifier-free guidance", "", "A run trained with label dropout (a null class) sampled at guidance weight w: "
+             "f = (1 + w) f(x, c) − w f(x, ∅), two network evaluations a step (counted in NFE). w = 0 is the unguided sampler. "
+             "Guidance trades diversity (recall, coverage) for class fidelity.", ""]
+    for (run, setting), sweep in sorted(sweeps.items()):
+        ws = [r["subject"]["guidance"] for r in sweep]
+        for m, style in (("class_fidelity", "o-"), ("recall", "s--"), ("coverage", "^:")):
+            if m in metrics:
+                axes[0][0].plot(ws, [summarize(r["score"])[m]["mean"] for r in sweep], style, label=f"{COLUMNS[m]} ({sweep[0]['subject']['label']})")
+        for m, style in (("fid", "o-"), ("domain_fd", "s--")):
+            if m in metrics:
+                axes[0][1].plot(ws, [summarize(r["score"])[m]["mean"] for r in sweep], style, label=f"{COLUMNS[m]} ({sweep[0]['subject']['label']})")
+        rows = [[f"{r['subject']['guidance']:g}", f"{r['subject']['nfe']:.0f}"] + [_fmt(summarize(r["score"]).get(m)) for m in metrics] for r in sweep]
+        rows.append(["**real test vs train (floor)**", "–"] + [_fmt(real.get(m)) for m in metrics])
+        lines += [f"`{run}` (step {sweep[0]['subject']['step']}), {setting}:", ""]
+        lines += _table(["w", "NFE", *[COLUMNS[m] for m in metrics]], rows) + [""]
+    axes[0][0].set(xlabel="guidance weight w", ylabel="higher is better", title="class fidelity against diversity")
+    axes[0][1].set(xlabel="guidance weight w", yscale="log", ylabel="lower is better", title="distances to the real images")
+    for ax in axes[0]:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    figure = _save(fig, path)
+    return lines + [f"![guidance sweep]({figure.name})", ""]
+
+
 def large_n_text(record: dict) -> str:
     """'heun 18: 12.3 at n 2000 (floor 4.5 at n 2000)', with the model at the floor's n where that is smaller."""
     score, floor, n_floor = record["score"], record["floor"]["fid"], record["n_floor"]
@@ -271,7 +312,8 @@ def overall_notes(records: list[dict], machines: dict[str, str], cost: dict | No
 
 def solver_args(subject: dict) -> str:
     """The sampler flags of an evaluated setting, as `medpfgm evaluate` takes them."""
-    return f"--solver {subject['solver']} " + (f"--rtol {subject['rtol']:g}" if subject["solver"] == "rk45" else f"--steps {subject['steps']}")
+    args = f"--solver {subject['solver']} " + (f"--rtol {subject['rtol']:g}" if subject["solver"] == "rk45" else f"--steps {subject['steps']}")
+    return args + (" --project" if subject.get("project") else "") + (f" --guidance {subject['guidance']:g}" if subject.get("guidance") else "")
 
 
 def redraw_grids(folder: Path, records, names: list[str]) -> list[str]:
@@ -355,6 +397,7 @@ def build_report(folder: str | Path) -> Path:
         full = load_evaluations(folder, "evaluations_full")
         lines += fid_table(records, full, floor)
         lines += d_sweep_section(records, floor, folder / "quality_vs_d.png")
+        lines += guidance_section(records, floor, folder / "guidance.png")
         curve = plot_quality_vs_nfe(records, folder / "quality_vs_nfe.png", summarize(floor))
         if curve:
             lines += ["## Quality against NFE", "", f"![quality vs NFE]({curve.name})", ""]
