@@ -100,6 +100,9 @@ ARMS = {
     "clipall": Arm("gradient clipped at norm 0.01, i.e. at every step, as the official 0.5-sum loss is at clip 1", {"train": {"grad_clip": 0.01}}),
     "official": Arm("all official settings at once: unconditional, raw z, w = 1, B_L 1,024, clipped every step", OFFICIAL),
     **{name: Arm(f"official settings but {change}", without(OFFICIAL, *path)) for name, (change, path) in LEAVE_ONE_OUT.items()},
+    "cond_halfsum": Arm("off_cond expressed without touching [train]: class-conditional, raw z, w = 1, B_L 1,024, the official "
+                        "0.5-sum loss under the recipe's clip 1 (clipped every step, as clip 0.01 on the mean loss): the recipe candidate",
+                        {"pfgm": {"time_input": "z", "z_loss_weight": 1.0, "field_batch": 1024, "loss_reduction": "half_sum"}}),
     "warmup5k": Arm("learning-rate warm-up 5,000 steps (official default)", {"train": {"warmup_steps": 5000}}),
     "zexp1": Arm("small-z switch z_exp 1 instead of 5 (sampling only, baseline network)", reuse="baseline", sample_overrides={"z_exp": 1.0}),
     "zexp0": Arm("no small-z switch (z_exp 0; sampling only, baseline network)", reuse="baseline", sample_overrides={"z_exp": 0.0}),

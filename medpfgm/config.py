@@ -29,7 +29,7 @@ POSITIVE = ("train.steps", "train.batch_size", "train.lr", "train.log_every", "t
             "pfgmpp.rho", "ddpm.num_train_timesteps", "ddpm.beta_start", "ddpm.beta_end", "sample.steps", "sample.rtol", "sample.atol",
             "sample.batch_size", "net.num_res_blocks", "net.norm_num_groups", "net.num_head_channels", "vapo.t_eps")  # fmt: skip
 NON_NEGATIVE = ("train.weight_decay", "train.warmup_steps", "train.grad_clip", "train.ema_rampup", "pfgm.gamma", "pfgm.z_exp", "pfgmpp.p_std")
-PFGM_CHOICES = {"time_input": ("lnz", "z"), "input_scale": ("raw", "edm")}
+PFGM_CHOICES = {"time_input": ("lnz", "z"), "input_scale": ("raw", "edm"), "loss_reduction": ("mean", "half_sum")}
 
 
 @dataclass
@@ -76,6 +76,7 @@ class PFGMConfig:
     z_loss_weight: float | None = None  # weight of the v_z term; None = N (as much as all of v_x); 1 = official
     time_input: str = "lnz"  # the network's time input: "lnz" (ln z mapped to 0..1000) or "z" (raw z, official)
     input_scale: str = "raw"  # the network's input: "raw" (official) or "edm" (y / sqrt(z^2 + 0.25), PFGM++ D = 1's c_in)
+    loss_reduction: str = "mean"  # "mean" over the N + 1 outputs, or "half_sum": 0.5 x their sum (official; see methods/pfgm.py)
     m_max: int | None = None
     z_max: float | None = None
     upper_norm: float | None = None

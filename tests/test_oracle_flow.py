@@ -102,3 +102,22 @@ def test_ddpm_oracle_chain_lands_on_toy_data(solver, steps):
     x, nfe = solve(method, net, torch.zeros(400, dtype=torch.int64), solver, steps, generator=torch.Generator().manual_seed(0))
     assert_lands_on_toy(x, tol=0.03)
     assert nfe == steps
+
+
+def test_official_half_sum_loss_is_the_mean_loss_times_half_the_outputs(data_root):
+    # the same draws and network: "half_sum" (official) is (N + w) / 2 times "mean", for any v_z weight w
+    split = load_split("bloodmnist", 28, "train", data_root)
+    images = to_unit_range(split.images[:64])
+    labels = torch.as_tensor(split.labels[:64])
+
+    class Constant(torch.nn.Module):  # a network that predicts 0.1 everywhere (v_z = 0.1 too)
+        def forward(self, x, timesteps, class_labels):
+            return torch.full((len(x), 4, 28, 28), 0.1)
+
+    for w in (1.0, 48.0):
+        losses = {}
+        for reduction in ("mean", "half_sum"):
+            cfg = resolve_scales(PFGMConfig(field_batch=64, z_loss_weight=w, loss_reduction=reduction), 28.9, 3 * 28 * 28)
+            method = PFGM(cfg, (3, 28, 28), batch_size=16)
+            losses[reduction] = method.loss(Constant(), images, labels, torch.Generator().manual_seed(0)).item()
+        assert losses["half_sum"] == pytest.approx(losses["mean"] * (3 * 28 * 28 + w) / 2, rel=1e-5)
