@@ -75,3 +75,21 @@ def test_partial_file_of_other_settings_is_not_used(tmp_path):
     resumed, _, _ = sample(toy_run(tmp_path), labels, resume, seed=4)
     np.testing.assert_array_equal(resumed, fresh)
     assert not np.array_equal(resumed[:3], sample(toy_run(tmp_path), labels, seed=3)[0][:3])
+
+
+def test_class_grid_shows_every_sample_pixel_unchanged_at_twice_the_size(tmp_path):
+    from PIL import Image
+
+    from medpfgm.figures import class_grid
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (24, 28, 28, 3), dtype=np.uint8)  # noise: any resampling would change it
+    labels = np.repeat(np.arange(3), 8)
+    path = class_grid(images, labels, ["a", "b", "c"], tmp_path / "grid.png", per_class=8, title="t", dpi=80)
+    png = np.asarray(Image.open(path).convert("RGB"))
+    canvas = np.concatenate([np.concatenate(list(images[labels == c]), axis=1) for c in range(3)], axis=0)
+    zoomed = canvas.repeat(2, axis=0).repeat(2, axis=1)
+    h, w = zoomed.shape[:2]
+    hits = [(y, x) for y in range(png.shape[0] - h + 1) for x in range(png.shape[1] - w + 1)
+            if np.array_equal(png[y, x:x + 8], zoomed[0, :8]) and np.array_equal(png[y:y + h, x:x + w], zoomed)]  # fmt: skip
+    assert len(hits) == 1
