@@ -21,6 +21,7 @@ images gains data, not updates. Variants, each over the seeds:
   weight0.5       the fill with its synthetic images at half the loss weight
   filter0.8       only synthetic images that the real-only classifier (variant (a), seed 0: trained on the
                   long-tailed real set, never the full or test set) gives their class with p >= 0.8
+  guide0.5        the fill drawn with classifier-free guidance w = 0.5 (a fill model trained with label dropout)
 ``--converged P`` trains every variant a second time to convergence (validation balanced accuracy,
 patience P epochs, at most --max-epochs), as <variant>_conv: equal steps show a fill's real images less often.
 Results: OUT/README.md (mean ± std over seeds, classifier CPU seconds), OUT/results.csv, OUT/per_class_recall.png.
@@ -120,7 +121,9 @@ def fill_variant(variant: str, out: Path) -> tuple[list[str], list[str], dict]:
         return [], ["--synthetic-weight", variant[6:]], {}
     if variant.startswith("filter"):
         return ["--filter", str(classifier_dir(out, "real", 0)), "--min-confidence", variant[6:]], [], {}
-    sys.exit(f"unknown fill variant '{variant}'; use classical, frac<percent>, weight<w> or filter<q>")
+    if variant.startswith("guide"):
+        return ["--guidance", variant[5:]], [], {"guidance": float(variant[5:])}
+    sys.exit(f"unknown fill variant '{variant}'; use classical, frac<percent>, weight<w>, filter<q> or guide<w>")
 
 
 def variants(lt_file: Path, fills: dict[str, Path], with_full: bool, extra: dict[str, list[str]] | None = None) -> dict[str, list[str]]:

@@ -69,6 +69,7 @@ def test_fill_variants_name_their_arguments(bench, tmp_path):
     assert bench.fill_variant("classical", tmp_path) == ([], ["--balanced", "--augment"], {})
     augment_args, _, _ = bench.fill_variant("filter0.8", tmp_path)
     assert augment_args == ["--filter", str(bench.classifier_dir(tmp_path, "real", 0)), "--min-confidence", "0.8"]  # the real-only classifier
+    assert bench.fill_variant("guide0.5", tmp_path) == (["--guidance", "0.5"], [], {"guidance": 0.5})  # its own fill file
     with pytest.raises(SystemExit, match="unknown fill variant 'more'"):
         bench.fill_variant("more", tmp_path)
 
