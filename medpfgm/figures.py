@@ -24,7 +24,7 @@ def class_grid(images: np.ndarray, labels: np.ndarray, names: list[str], path: s
     """One row per class present in ``labels`` with up to ``per_class`` images each; the row label is the class name.
 
     images: uint8 (n, H, W, C); labels: (n,) int. Each image pixel becomes exactly zoom x zoom screen pixels
-    (zoom 2 below 64 px, else 1): no resampling blur, and a PNG about half the size of a freely scaled one.
+    (zoom 2 below 64 px, else 1): no resampling blur, and a PNG about a third smaller than a freely scaled one.
     """
     classes = [c for c in range(len(names)) if (labels == c).any()]
     per_class = min(per_class, max(int((labels == c).sum()) for c in classes))
@@ -51,7 +51,7 @@ def class_grid(images: np.ndarray, labels: np.ndarray, names: list[str], path: s
 
 def evaluation_grid(images: np.ndarray, labels: np.ndarray, names: list[str], path: str | Path, subject: dict) -> Path:
     """The per-class grid of one evaluated setting, as report pages show it (title: model and sampler): 8 images
-    a class at 80 dpi, about 150 KB at 28 px, since every evaluated setting commits one (the tree stays under 64 MB)."""
+    a class at 80 dpi, about 175 KB at 28 px, since every evaluated setting commits one (the tree stays under 64 MB)."""
     return class_grid(images, labels, names, path, per_class=8, title=f"{subject['label']} {subject.get('setting', '')}", dpi=80)
 
 

@@ -209,14 +209,14 @@ GUIDANCE_METRICS = ("fid", "domain_fd", "class_fidelity", "precision", "recall",
 
 
 def guidance_section(records: list[dict], floor: dict, path: Path) -> list[str]:
-    """'Classifier-free guidance': for each run scored at two or more guidance weights w at one setting,
-    class fidelity against recall/coverage and the distances as w grows (table and figure)."""
+    """'Classifier-free guidance': for each run scored at two or more guidance weights w at one setting (only a
+    run trained with label dropout can be), class fidelity against recall/coverage and the distances as w grows."""
     sweeps: dict[tuple, list[dict]] = {}
     for r in records:
         s = r["subject"]
-        if "guidance" in s and "_ld" in s["label"] and not s.get("project"):
+        if "guidance" in s and not s.get("project"):
             sweeps.setdefault((s["run"], s["setting"]), []).append(r)
-    sweeps = {k: sorted(v, key=lambda r: r["subject"]["guidance"]) for k, v in sweeps.items() if len(v) > 1}
+    sweeps = {k: sorted(v, key=lambda r: r["subject"]["guidance"]) for k, v in sweeps.items() if len({r["subject"]["guidance"] for r in v}) > 1}
     if not sweeps:
         return []
     real = summarize(floor)
@@ -227,12 +227,10 @@ def guidance_section(records: list[dict], floor: dict, path: Path) -> list[str]:
              "Guidance trades diversity (recall, coverage) for class fidelity.", ""]
     for (run, setting), sweep in sorted(sweeps.items()):
         ws = [r["subject"]["guidance"] for r in sweep]
-        for m, style in (("class_fidelity", "o-"), ("recall", "s--"), ("coverage", "^:")):
-            if m in metrics:
-                axes[0][0].plot(ws, [summarize(r["score"])[m]["mean"] for r in sweep], style, label=f"{COLUMNS[m]} ({sweep[0]['subject']['label']})")
-        for m, style in (("fid", "o-"), ("domain_fd", "s--")):
-            if m in metrics:
-                axes[0][1].plot(ws, [summarize(r["score"])[m]["mean"] for r in sweep], style, label=f"{COLUMNS[m]} ({sweep[0]['subject']['label']})")
+        panels = ((axes[0][0], (("class_fidelity", "o-"), ("recall", "s--"), ("coverage", "^:"))), (axes[0][1], (("fid", "o-"), ("domain_fd", "s--"))))
+        for ax, lines_of in panels:
+            for m, style in (ms for ms in lines_of if ms[0] in metrics):
+                ax.plot(ws, [summarize(r["score"])[m]["mean"] for r in sweep], style, label=f"{COLUMNS[m]} ({sweep[0]['subject']['label']})")
         rows = [[f"{r['subject']['guidance']:g}", f"{r['subject']['nfe']:.0f}"] + [_fmt(summarize(r["score"]).get(m)) for m in metrics] for r in sweep]
         rows.append(["**real test vs train (floor)**", "–"] + [_fmt(real.get(m)) for m in metrics])
         lines += [f"`{run}` (step {sweep[0]['subject']['step']}), {setting}:", ""]

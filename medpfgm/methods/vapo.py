@@ -9,8 +9,10 @@ x_t = t x0 + (1 - t) eps with the flow-matching term of VAPO's homotopy loss,
 Why the floor: without it an error d in U is a velocity error d / (1 - t), so a sample at t = 0.999 weighs
 10^6 times one at t = 0 in the loss; the first BloodMNIST steps gave losses of 3 to 1,200 from batch to
 batch, gradient norms up to 12,000. The floor 0.05 bounds that factor at 400 (the clamp of Li & He's
-x-prediction flow models, "Back to Basics", 2025); the flow keeps the same minimiser. VAPO's covariance and norm regularisers (the authors' code, ljun0004/VAPO) are
-not built. Sampling integrates the ODE with any of the shared solvers, RK45 by default.
+x-prediction flow models, "Back to Basics", 2025); the flow keeps the same minimiser.
+
+VAPO's covariance and norm regularisers (the authors' code, ljun0004/VAPO) are not built. Sampling integrates
+the ODE with any of the shared solvers, RK45 by default.
 """
 
 from __future__ import annotations
