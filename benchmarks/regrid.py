@@ -1,0 +1,136 @@
+"""Redraw the committed evaluation grids made before the exact-2x grid layout, from their own pixels.
+
+    python benchmarks/regrid.py reports/bloodmnist_28 reports/retinamnist_28 [--dry-run]
+
+A one-time migration (the tree must stay under 64 MiB): the samples files behind the older grids left the
+repository, so each grid's sample pixels are read back from the old picture itself. The old layout
+(nearest-neighbour imshow, freely scaled, framed, at 80 or 120 dpi with 8 or 10 images a class) is drawn
+again with a canvas whose every pixel has its own colour; that picture says which screen pixels show which
+sample pixel. A grid is redrawn only when its recovered pixels reproduce at least 99.5 % of the old
+picture's image pixels exactly; otherwise it is left as it is and named. The new grid is what
+`medpfgm evaluate` draws today (8 images a class, each pixel 2 x 2 screen pixels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+from medpfgm.data import class_names  # noqa: E402
+from medpfgm.errors import shorten  # noqa: E402
+from medpfgm.figures import evaluation_grid  # noqa: E402
+
+SIDE = 28  # every grid redrawn here is of 28-px images
+AGREEMENT = 0.995
+
+
+def old_layout(canvas: np.ndarray, row_names: list[str], title: str, dpi: int) -> np.ndarray:
+    """The pre-2x class_grid picture of ``canvas`` (uint8 (rows*28, cols*28, 3)), as uint8 RGB (H, W, 3)."""
+    per_class, rows = canvas.shape[1] // SIDE, canvas.shape[0] // SIDE
+    scale = 64 / SIDE
+    fig, ax = plt.subplots(figsize=(per_class * SIDE * scale / 64 + 2.5, rows * SIDE * scale / 64 + 0.6))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_yticks([SIDE * (i + 0.5) for i in range(rows)], row_names)
+    ax.set_xticks([])
+    ax.set_title(title, fontsize=9)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def index_canvas(rows: int, per_class: int) -> np.ndarray:
+    """A canvas whose pixel k (row-major) has colour (200, k // 256, k % 256): k < 65,536 here."""
+    k = np.arange(rows * SIDE * per_class * SIDE).reshape(rows * SIDE, per_class * SIDE)
+    return np.stack([np.full_like(k, 200), k // 256, k % 256], -1).astype(np.uint8)
+
+
+def recover(old: np.ndarray, row_names: list[str], title: str) -> tuple[np.ndarray, float] | None:
+    """The sample canvas behind an old grid picture and the fraction of its image pixels it reproduces; None
+    when no old layout (8 or 10 a class, 80 or 120 dpi) has the picture's size or shows every sample pixel."""
+    rows = len(row_names)
+    for per_class in (8, 10):
+        for dpi in (80, 120):
+            codes = old_layout(index_canvas(rows, per_class), row_names, title, dpi)
+            if codes.shape != old.shape:
+                continue
+            screen = codes[..., 0] == 200
+            screen &= (screen.mean(1, keepdims=True) > 0.5) & (screen.mean(0, keepdims=True) > 0.5)  # the image area, not text
+            k = codes[..., 1].astype(np.int64) * 256 + codes[..., 2]
+            size = rows * SIDE * per_class * SIDE
+            screen &= k < size
+            ks, colours = k[screen], old[screen]
+            shown, first = np.unique(ks, return_index=True)
+            if len(shown) < size:
+                continue
+            canvas = colours[first]  # then checked against every other screen pixel showing the same sample pixel
+            agreement = float((canvas[ks] == colours).all(-1).mean())
+            return canvas.reshape(rows * SIDE, per_class * SIDE, 3), agreement
+    return None
+
+
+def row_label_versions(names: list[str]) -> list[list[str]]:
+    """The row labels the old layout wrote, newest first (class names cut at 30 characters, at first 24)."""
+    return [[f"{c} {shorten(name, 30)}" for c, name in enumerate(names)], [f"{c} {name[:24]}" for c, name in enumerate(names)]]
+
+
+def tracked_grids(folder: Path) -> list[tuple[Path, dict]]:
+    """(grid, evaluation subject) for every evaluation of ``folder`` whose grid is in git and not yet 2x."""
+    out = []
+    for record in sorted((folder / "evaluations").glob("*.json")):
+        subject = json.loads(record.read_text())["subject"]
+        grid = folder / subject["grid"]
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", str(grid)], capture_output=True).returncode == 0
+        if tracked and not has_2x_layout(grid):
+            out.append((grid, subject))
+    return out
+
+
+def has_2x_layout(grid: Path) -> bool:
+    """True when the grid has no frame, i.e. was drawn by today's class_grid: the old ones have a black frame
+    line across most of the picture's height and width (near-black sample columns do not span both)."""
+    dark = np.asarray(Image.open(grid).convert("RGB")).sum(-1) < 120
+    return not ((dark.mean(0) > 0.6).any() and (dark.mean(1) > 0.6).any())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folders", nargs="+", type=Path)
+    p.add_argument("--dry-run", action="store_true")
+    args = p.parse_args()
+    left = []
+    for folder in args.folders:
+        dataset = folder.name.rsplit("_", 1)[0]
+        names = class_names(dataset)
+        for grid, subject in tracked_grids(folder):
+            old = np.asarray(Image.open(grid).convert("RGB"))
+            title = f"{subject['label']} {subject.get('setting', '')}"
+            found = next(filter(None, (recover(old, rows, title) for rows in row_label_versions(names))), None)
+            if found is None or found[1] < AGREEMENT:
+                left.append(f"{grid} ({'no old layout fits its size' if found is None else f'agreement {found[1]:.4f}'})")
+                continue
+            canvas, agreement = found
+            rows, per_class = canvas.shape[0] // SIDE, canvas.shape[1] // SIDE
+            images = canvas.reshape(rows, SIDE, per_class, SIDE, 3).transpose(0, 2, 1, 3, 4).reshape(-1, SIDE, SIDE, 3)
+            labels = np.repeat(np.arange(rows), per_class)
+            before = grid.stat().st_size
+            if not args.dry_run:
+                evaluation_grid(images, labels, names, grid, subject)
+            print(f"{grid}: agreement {agreement:.5f}, {before / 1e3:.0f} KB -> {grid.stat().st_size / 1e3:.0f} KB", flush=True)
+    for line in left:
+        print(f"left as it is: {line}")
+
+
+if __name__ == "__main__":
+    main()
