@@ -103,6 +103,9 @@ ARMS = {
     "cond_halfsum": Arm("off_cond expressed without touching [train]: class-conditional, raw z, w = 1, B_L 1,024, the official "
                         "0.5-sum loss under the recipe's clip 1 (clipped every step, as clip 0.01 on the mean loss): the recipe candidate",
                         {"pfgm": {"time_input": "z", "z_loss_weight": 1.0, "field_batch": 1024, "loss_reduction": "half_sum"}}),
+    "off_cond_fb8192": Arm("official settings but class-conditional with B_L 8,192 (~1,000 charges per class, as the official "
+                           "unconditional field has 1,024): is the conditional field's cost its few charges?",
+                           {**without(OFFICIAL, "conditional"), "pfgm": {**OFFICIAL["pfgm"], "field_batch": 8192}}),
     "warmup5k": Arm("learning-rate warm-up 5,000 steps (official default)", {"train": {"warmup_steps": 5000}}),
     "zexp1": Arm("small-z switch z_exp 1 instead of 5 (sampling only, baseline network)", reuse="baseline", sample_overrides={"z_exp": 1.0}),
     "zexp0": Arm("no small-z switch (z_exp 0; sampling only, baseline network)", reuse="baseline", sample_overrides={"z_exp": 0.0}),
