@@ -194,3 +194,17 @@ def test_fuzzed_files_are_refused_in_one_line_or_read_correctly(tmp_path, data_r
     assert done.returncode == 0 and result["total"]["crash"] == 0, [c for r in result["readers"].values() for c in r["crashes"]]
     assert result["total"]["refused"] >= 90 and set(result["readers"]) >= {"checkpoint", "model file", "recipe", "evaluation result", "MedMNIST data file"}
     assert result["readers"]["model file"]["accepted"] == 0  # the header's SHA-256 catches every damaged byte
+
+
+def test_an_old_layout_grid_gives_back_its_sample_pixels_exactly():
+    """benchmarks/regrid.py: a picture drawn in the old framed, freely scaled layout from known random
+    images is read back to those images pixel for pixel, and a picture of another layout is not."""
+    regrid = load_benchmark("regrid")
+    rng = np.random.default_rng(0)
+    rows = ["0 first class", "1 second class", "2 third"]
+    canvas = rng.integers(0, 256, (3 * regrid.SIDE, 8 * regrid.SIDE, 3), dtype=np.uint8)
+    picture = regrid.old_layout(canvas, rows, "some model heun 18", dpi=80)
+    recovered, agreement = regrid.recover(picture, rows, "some model heun 18")
+    np.testing.assert_array_equal(recovered, canvas)
+    assert agreement == 1.0
+    assert regrid.recover(picture[:, :-3], rows, "some model heun 18") is None  # no old layout has that size
