@@ -153,6 +153,11 @@ def sample_raw(run, labels: np.ndarray, seed: int = 0) -> tuple[torch.Tensor, in
     return torch.cat(parts), nfe, time.perf_counter() - t0
 
 
+def draw_samples(images: np.ndarray, labels: np.ndarray, path: Path, title: str) -> Path:
+    """An arm's samples as a per-class grid, in the evaluation grids' format (8 a class, 80 dpi)."""
+    return class_grid(images, labels, class_names("bloodmnist"), path, per_class=8, title=title, dpi=80)
+
+
 def score_arm(name: str, run_dir: Path, spaces: list, classifier, train_split, test_split, device) -> Path:
     """Sample and score one arm at its run's current step; writes step<k>.json and a picture."""
     run, arm = load_run(run_dir, device), ARMS[name]
@@ -187,7 +192,7 @@ def score_arm(name: str, run_dir: Path, spaces: list, classifier, train_split, t
         record[space.name] = space.distance(ref_f, space.extract(images))
         record[f"{space.name}_floor"] = space.distance(ref_f, cached_features(space, floor_block))
     write_json(out, record)
-    class_grid(images, labels, class_names("bloodmnist"), out.with_suffix(".png"), per_class=10, title=f"{name}, step {run.step}, {' '.join(map(str, SAMPLERS[run.cfg.method]))}")
+    draw_samples(images, labels, out.with_suffix(".png"), f"{name}, step {run.step}, {' '.join(map(str, SAMPLERS[run.cfg.method]))}")
     print(f"{name} step {run.step}: domain FD {record['domain']:.1f}, FID {record.get('fid', math.nan):.1f}, out of range {record['out_of_range']:.1%}", flush=True)
     return out
 

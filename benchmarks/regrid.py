@@ -1,6 +1,7 @@
-"""Redraw the committed evaluation grids made before the exact-2x grid layout, from their own pixels.
+"""Redraw the committed sample grids made before the exact-2x grid layout, from their own pixels.
 
     python benchmarks/regrid.py reports/bloodmnist_28 reports/retinamnist_28 [--dry-run]
+    python benchmarks/regrid.py --ablation reports/bloodmnist_28/pfgm_ablation
 
 A one-time migration (the tree must stay under 64 MiB): the samples files behind the older grids left the
 repository, so each grid's sample pixels are read back from the old picture itself. The old layout
@@ -8,17 +9,20 @@ repository, so each grid's sample pixels are read back from the old picture itse
 again with a canvas whose every pixel has its own colour; that picture says which screen pixels show which
 sample pixel. A grid is redrawn only when its recovered pixels reproduce at least 99.5 % of the old
 picture's image pixels exactly; otherwise it is left as it is and named. The new grid is what
-`medpfgm evaluate` draws today (8 images a class, each pixel 2 x 2 screen pixels).
+`medpfgm evaluate` (or, with ``--ablation``, `benchmarks/pfgm_ablation.py`) draws today: 8 images a class at
+80 dpi, each pixel 2 x 2 screen pixels.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -104,30 +108,57 @@ def has_2x_layout(grid: Path) -> bool:
     return not ((dark.mean(0) > 0.6).any() and (dark.mean(1) > 0.6).any())
 
 
+def evaluation_jobs(folder: Path) -> list[tuple[Path, str, list[str], Callable]]:
+    """(grid, title, class names, redraw) for each old-layout evaluation grid of a report folder."""
+    names = class_names(folder.name.rsplit("_", 1)[0])
+    return [(grid, f"{subject['label']} {subject.get('setting', '')}", names,
+             lambda images, labels, grid=grid, subject=subject: evaluation_grid(images, labels, names, grid, subject))
+            for grid, subject in tracked_grids(folder)]
+
+
+def ablation_jobs(folder: Path) -> list[tuple[Path, str, list[str], Callable]]:
+    """The same for the old-layout step pictures of the PFGM ablation (``<arm>/step<k>.png``)."""
+    ablation = load_benchmark("pfgm_ablation")
+    names = class_names("bloodmnist")
+    jobs = []
+    for record in sorted(folder.glob("*/step*.json")):
+        picture, result = record.with_suffix(".png"), json.loads(record.read_text())
+        if picture.is_file() and not has_2x_layout(picture):
+            title = f"{record.parent.name}, step {result['step']}, {' '.join(map(str, ablation.SAMPLERS[result['method']]))}"
+            jobs.append((picture, title, names, lambda images, labels, picture=picture, title=title: ablation.draw_samples(images, labels, picture, title)))
+    return jobs
+
+
+def load_benchmark(name: str):
+    """Another script of benchmarks/ as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folders", nargs="+", type=Path)
+    p.add_argument("folders", nargs="*", type=Path, help="report folders (reports/<dataset>_<size>)")
+    p.add_argument("--ablation", type=Path, action="append", default=[], help="a PFGM ablation folder")
     p.add_argument("--dry-run", action="store_true")
     args = p.parse_args()
+    jobs = [job for folder in args.folders for job in evaluation_jobs(folder)] + [job for folder in args.ablation for job in ablation_jobs(folder)]
     left = []
-    for folder in args.folders:
-        dataset = folder.name.rsplit("_", 1)[0]
-        names = class_names(dataset)
-        for grid, subject in tracked_grids(folder):
-            old = np.asarray(Image.open(grid).convert("RGB"))
-            title = f"{subject['label']} {subject.get('setting', '')}"
-            found = next(filter(None, (recover(old, rows, title) for rows in row_label_versions(names))), None)
-            if found is None or found[1] < AGREEMENT:
-                left.append(f"{grid} ({'no old layout fits its size' if found is None else f'agreement {found[1]:.4f}'})")
-                continue
-            canvas, agreement = found
-            rows, per_class = canvas.shape[0] // SIDE, canvas.shape[1] // SIDE
-            images = canvas.reshape(rows, SIDE, per_class, SIDE, 3).transpose(0, 2, 1, 3, 4).reshape(-1, SIDE, SIDE, 3)
-            labels = np.repeat(np.arange(rows), per_class)
-            before = grid.stat().st_size
-            if not args.dry_run:
-                evaluation_grid(images, labels, names, grid, subject)
-            print(f"{grid}: agreement {agreement:.5f}, {before / 1e3:.0f} KB -> {grid.stat().st_size / 1e3:.0f} KB", flush=True)
+    for picture, title, names, redraw in jobs:
+        old = np.asarray(Image.open(picture).convert("RGB"))
+        found = next(filter(None, (recover(old, rows, title) for rows in row_label_versions(names))), None)
+        if found is None or found[1] < AGREEMENT:
+            left.append(f"{picture} ({'no old layout fits its size' if found is None else f'agreement {found[1]:.4f}'})")
+            continue
+        canvas, agreement = found
+        rows, per_class = canvas.shape[0] // SIDE, canvas.shape[1] // SIDE
+        images = canvas.reshape(rows, SIDE, per_class, SIDE, 3).transpose(0, 2, 1, 3, 4).reshape(-1, SIDE, SIDE, 3)
+        before = picture.stat().st_size
+        if not args.dry_run:
+            redraw(images, np.repeat(np.arange(rows), per_class))
+        print(f"{picture}: agreement {agreement:.5f}, {before / 1e3:.0f} KB -> {picture.stat().st_size / 1e3:.0f} KB", flush=True)
     for line in left:
         print(f"left as it is: {line}")
 
