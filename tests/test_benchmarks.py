@@ -208,3 +208,19 @@ def test_an_old_layout_grid_gives_back_its_sample_pixels_exactly():
     np.testing.assert_array_equal(recovered, canvas)
     assert agreement == 1.0
     assert regrid.recover(picture[:, :-3], rows, "some model heun 18") is None  # no old layout has that size
+
+
+def test_high_frequency_share_is_zero_for_smooth_and_one_for_nyquist_images():
+    """benchmarks/spectrum.py: a constant image has no power above a quarter of the side, a pixel checkerboard of
+    0 and 255 (values -1 and +1: all power at the Nyquist frequency) has all of it, white noise has the share of the frequency bins, and blurring lowers it."""
+    spectrum = load_benchmark("spectrum")
+    flat = np.full((1, 28, 28, 3), 200, np.uint8)
+    checker = ((np.indices((28, 28)).sum(0) % 2) * 255).astype(np.uint8)[None, ..., None].repeat(3, -1)
+    assert spectrum.high_frequency_share(flat) == pytest.approx(0.0, abs=1e-12)
+    assert spectrum.high_frequency_share(checker) == pytest.approx(1.0, abs=1e-12)
+    noise = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)  # white: flat spectrum
+    yy, xx = np.mgrid[:28, :28]
+    bins_above = float((np.hypot(yy - 14, xx - 14) >= 7).mean())  # so its share is the share of frequency bins
+    assert spectrum.high_frequency_share(noise) == pytest.approx(bins_above, abs=0.01)
+    blurred = ((noise.astype(np.float64) + np.roll(noise, 1, 1) + np.roll(noise, 1, 2) + np.roll(noise, (1, 1), (1, 2))) / 4).astype(np.uint8)
+    assert spectrum.high_frequency_share(blurred) < bins_above - 0.2
