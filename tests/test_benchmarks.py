@@ -212,7 +212,8 @@ def test_an_old_layout_grid_gives_back_its_sample_pixels_exactly():
 
 def test_high_frequency_share_is_zero_for_smooth_and_one_for_nyquist_images():
     """benchmarks/spectrum.py: a constant image has no power above a quarter of the side, a pixel checkerboard of
-    0 and 255 (values -1 and +1: all power at the Nyquist frequency) has all of it, white noise has the share of the frequency bins, and blurring lowers it."""
+    0 and 255 (values -1 and +1: all power at the Nyquist frequency) has all of it, white noise has the share of
+    the frequency bins, and blurring lowers it."""
     spectrum = load_benchmark("spectrum")
     flat = np.full((1, 28, 28, 3), 200, np.uint8)
     checker = ((np.indices((28, 28)).sum(0) % 2) * 255).astype(np.uint8)[None, ..., None].repeat(3, -1)
