@@ -106,7 +106,12 @@ def draw_fill(path: Path, dataset: str, title: str) -> Path | None:
     images, labels, synthetic = read_training_file(path)
     if not synthetic.any():
         return None
-    return class_grid(images[synthetic], labels[synthetic], class_names(dataset), path.with_suffix(".png"), per_class=12, title=title)
+    return fill_grid(images[synthetic], labels[synthetic], dataset, path.with_suffix(".png"), title)
+
+
+def fill_grid(images: np.ndarray, labels: np.ndarray, dataset: str, path: Path, title: str) -> Path:
+    """Synthetic images uint8 (n, H, W, C) with labels (n,) as a fill picture: 12 a class, one row per class."""
+    return class_grid(images, labels, class_names(dataset), path, per_class=12, title=title)
 
 
 def fill_variant(variant: str, out: Path) -> tuple[list[str], list[str], dict]:

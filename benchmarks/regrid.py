@@ -5,12 +5,12 @@
 
 A one-time migration (the tree must stay under 64 MiB): the samples files behind the older grids left the
 repository, so each grid's sample pixels are read back from the old picture itself. The old layout
-(nearest-neighbour imshow, freely scaled, framed, at 80 or 120 dpi with 8 or 10 images a class) is drawn
+(nearest-neighbour imshow, freely scaled, framed, at 80 or 120 dpi with 8, 10 or 12 images a class) is drawn
 again with a canvas whose every pixel has its own colour; that picture says which screen pixels show which
 sample pixel. A grid is redrawn only when its recovered pixels reproduce at least 99.5 % of the old
-picture's image pixels exactly; otherwise it is left as it is and named. The new grid is what
-`medpfgm evaluate` (or, with ``--ablation``, `benchmarks/pfgm_ablation.py`) draws today: 8 images a class at
-80 dpi, each pixel 2 x 2 screen pixels.
+picture's image pixels exactly; otherwise it is left as it is and named. The new picture is what draws it
+today — `medpfgm evaluate`, `benchmarks/pfgm_ablation.py` (``--ablation``) or `benchmarks/augmentation.py`
+(``--fills``) — in the exact-2x layout, each pixel 2 x 2 screen pixels.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from medpfgm.data import class_names  # noqa: E402
 from medpfgm.errors import shorten  # noqa: E402
-from medpfgm.figures import class_grid, evaluation_grid  # noqa: E402
+from medpfgm.figures import evaluation_grid  # noqa: E402
 
 SIDE = 28  # every grid redrawn here is of 28-px images
 AGREEMENT = 0.995
@@ -91,12 +91,12 @@ def row_label_versions(names: list[str], classes: list[int]) -> list[list[str]]:
 
 def tracked_grids(folder: Path) -> list[tuple[Path, dict]]:
     """(grid, evaluation subject) for every evaluation of ``folder`` whose grid is in git and not yet 2x."""
+    tracked = set(subprocess.run(["git", "ls-files", "-z", str(folder)], capture_output=True, text=True, check=True).stdout.split("\0"))
     out = []
     for record in sorted((folder / "evaluations").glob("*.json")):
         subject = json.loads(record.read_text())["subject"]
         grid = folder / subject["grid"]
-        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", str(grid)], capture_output=True).returncode == 0
-        if tracked and not has_2x_layout(grid):
+        if str(grid) in tracked and not has_2x_layout(grid):
             out.append((grid, subject))
     return out
 
@@ -132,16 +132,16 @@ def ablation_jobs(folder: Path) -> list[tuple[Path, str, list[str], list[int], C
 def fill_jobs(folder: Path) -> list[tuple[Path, str, list[str], list[int], Callable]]:
     """The same for the old-layout fill pictures of an augmentation benchmark (``fill_<name>.png``: one row per
     class that received synthetic images, 12 a class, as `augmentation.py` draws them)."""
+    augmentation = load_benchmark("augmentation")
     jobs = []
     for picture in sorted(folder.glob("fill_*.png")):
-        provenance = json.loads(picture.with_suffix(".npz.provenance.json").read_text())
         if has_2x_layout(picture):
             continue
-        names = class_names(provenance["dataset"])
-        classes = [c for c, n in enumerate(provenance["filled"]) if n > 0]
+        provenance = json.loads(picture.with_suffix(".npz.provenance.json").read_text())
+        dataset, classes = provenance["dataset"], [c for c, n in enumerate(provenance["filled"]) if n > 0]
         title = f"{picture.stem}: synthetic images only ({provenance['solver']} {provenance['steps']})"
-        jobs.append((picture, title, names, classes, lambda images, labels, picture=picture, title=title, names=names:
-                     class_grid(images, labels, names, picture, per_class=12, title=title)))
+        jobs.append((picture, title, class_names(dataset), classes, lambda images, labels, picture=picture, title=title, dataset=dataset:
+                     augmentation.fill_grid(images, labels, dataset, picture, title)))
     return jobs
 
 
