@@ -40,6 +40,7 @@ def main() -> None:
     p.add_argument("-n", type=int, default=2000)
     p.add_argument("--only", help="comma-separated model labels")
     p.add_argument("--reports", default="reports")
+    p.add_argument("--bf16", action="store_true", help="sample with the network in bfloat16 autocast (~1.8x faster on CPUs with AVX512-BF16; recorded in the result)")
     args = p.parse_args()
     for folder in args.folders:
         for s in best_settings(folder):
@@ -48,7 +49,7 @@ def main() -> None:
             out = folder / "evaluations_full" / f"{s['label']}_{s['setting'].replace(' ', '')}_n{args.n}.json"
             if out.is_file():
                 continue
-            command = ["evaluate", "--run", s["run"], *solver_args(s).split(), "--full-reference", "-n", str(args.n), "--metrics", "fid", "--reports", args.reports]
+            command = ["evaluate", "--run", s["run"], *solver_args(s).split(), "--full-reference", "-n", str(args.n), "--metrics", "fid", "--reports", args.reports, *(["--bf16"] if args.bf16 else [])]
             print("$ medpfgm " + " ".join(command), flush=True)
             if medpfgm(command) != 0:
                 sys.exit(f"evaluate failed for {s['label']} {s['setting']}")

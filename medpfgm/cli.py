@@ -63,6 +63,7 @@ data_options = _options(
 variant_options = _options(
     click.option("--guidance", type=float, default=0.0, show_default=True, help="Classifier-free guidance weight w (runs trained with label_dropout > 0; each step costs 2 NFE)."),
     click.option("--project", is_flag=True, help="Projection step after each step (pfgmpp with --solver euler; ddpm, ddim)."),
+    click.option("--bf16", is_flag=True, help="Run the network in bfloat16 autocast: ~1.8x faster on CPUs with AVX512-BF16/AMX (and on GPUs); recorded with the samples."),
 )
 runtime_options = _options(
     click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
@@ -185,7 +186,7 @@ run_choice = _options(
 @click.option("--seed", type=int, default=0, show_default=True)
 @variant_options
 @runtime_options
-def synthesize(run_dir, method, dataset, size, class_id, n, solver, steps, rtol, atol, batch_size, z_exp, out, seed, guidance, project, device, quiet):
+def synthesize(run_dir, method, dataset, size, class_id, n, solver, steps, rtol, atol, batch_size, z_exp, out, seed, guidance, project, bf16, device, quiet):
     """Sample class-conditional images from a trained run into a MedMNIST-layout .npz and a PNG grid."""
     from medpfgm.catalog import check_class, check_dataset, check_size
     from medpfgm.config import Variant, check_variant, read_run_config, resolve_run_dir
@@ -201,9 +202,9 @@ def synthesize(run_dir, method, dataset, size, class_id, n, solver, steps, rtol,
     if z_exp is not None and (pre.method != "pfgm" or z_exp < 0):
         raise MedpfgmError(f"--z-exp takes a value >= 0 for pfgm runs only (got {z_exp} for a {pre.method} run)")
     solver = solver or pre.sample.solver
-    variant = check_variant(pre, solver, Variant(guidance, project))
+    variant = check_variant(pre, solver, Variant(guidance, project, bf16))
     tag = f"class{class_id}" if class_id is not None else "all"
-    out = _writable(out or Path("samples") / f"{pre.model_name(variant)}_{pre.dataset}_{pre.size}" / f"{tag}_{solver}_n{n}_seed{seed}.npz")
+    out = _writable(out or Path("samples") / f"{pre.model_name(variant)}_{pre.dataset}_{pre.size}" / f"{tag}_{solver}_n{n}_seed{seed}{'_bf16' if bf16 else ''}.npz")
 
     from medpfgm import distributed
     from medpfgm.figures import class_grid
@@ -331,13 +332,13 @@ def classify(dataset, size, out, train_file, synthetic_only, epochs, steps, widt
 @variant_options
 @data_options
 @runtime_options
-def evaluate(run_dir, method, samples, dataset, size, solver, steps, rtol, n, metrics, classifier_dir, fid_weights, repeats, ladder, full_reference, reports_root, out, batch_size, seed, guidance, project, data_root, no_verify, device, quiet):
+def evaluate(run_dir, method, samples, dataset, size, solver, steps, rtol, n, metrics, classifier_dir, fid_weights, repeats, ladder, full_reference, reports_root, out, batch_size, seed, guidance, project, bf16, data_root, no_verify, device, quiet):
     """Score a run (or a samples file) against real data: domain Fréchet distance, FRD, FID, KID, PRDC, class fidelity."""
     from medpfgm.catalog import check_dataset, check_size, class_names, parse_metrics
     from medpfgm.config import Variant, check_variant, read_run_config, resolve_run_dir
 
     names = parse_metrics(metrics)
-    variant = Variant(guidance, project)
+    variant = Variant(guidance, project, bf16)
     for name, value in (("-n", n), ("--steps", steps), ("--repeats", repeats), ("--batch-size", batch_size)):
         _positive(name, value)
     if n is not None and n < MIN_EVAL_N:
@@ -352,7 +353,7 @@ def evaluate(run_dir, method, samples, dataset, size, solver, steps, rtol, n, me
         pre = read_run_config(run_dir)
         check_variant(pre, solver or pre.sample.solver, variant)
     elif variant != Variant():
-        raise MedpfgmError("--guidance and --project are sampler options: they apply to a --run, not to --samples or --ladder")
+        raise MedpfgmError("--guidance, --project and --bf16 are sampler options: they apply to a --run, not to --samples or --ladder")
     if out:
         _writable(out)
 
@@ -470,7 +471,7 @@ def longtail(dataset, size, ratio, out, seed, data_root, no_verify):
 @variant_options
 @data_options
 @runtime_options
-def augment(run_dir, target, out, solver, steps, batch_size, fill_fraction, filter_dir, min_confidence, seed, guidance, project, data_root, no_verify, device, quiet):
+def augment(run_dir, target, out, solver, steps, batch_size, fill_fraction, filter_dir, min_confidence, seed, guidance, project, bf16, data_root, no_verify, device, quiet):
     """Fill the rare classes of a run's training set with synthetic images up to a target count."""
     from medpfgm.config import Variant, check_variant, read_run_config
 
@@ -484,7 +485,7 @@ def augment(run_dir, target, out, solver, steps, batch_size, fill_fraction, filt
     if filter_dir and not (Path(filter_dir) / "classifier.json").is_file():
         raise MedpfgmError(f"--filter '{filter_dir}' is not a classifier folder (no classifier.json); make one with `medpfgm classify`")
     pre = read_run_config(run_dir)
-    variant = check_variant(pre, solver or pre.sample.solver, Variant(guidance, project))
+    variant = check_variant(pre, solver or pre.sample.solver, Variant(guidance, project, bf16))
     _writable(out)  # before any image is sampled
 
     from medpfgm import distributed
@@ -508,7 +509,7 @@ def augment(run_dir, target, out, solver, steps, batch_size, fill_fraction, filt
         progress=not quiet, resume=resume, variant=variant,
     )[0]  # fmt: skip
     provenance = {"made_by": "medpfgm augment", "run": str(run_dir), "run_step": run.step, "solver": solver, "steps": steps or sc.steps, "seed": seed,
-                  "guidance": variant.guidance, "project": variant.project, "target": target, "fill_fraction": fill_fraction}  # fmt: skip
+                  "guidance": variant.guidance, "project": variant.project, "precision": variant.precision, "target": target, "fill_fraction": fill_fraction}  # fmt: skip
     if filter_dir and missing.any():
         from medpfgm.augment import check_filter_classifier, filtered_fill
         from medpfgm.classifier import load_classifier

@@ -335,15 +335,26 @@ class Variant:
     """Sampler options beyond solver and steps. ``guidance`` w: classifier-free guidance,
     f = f(x, c) + w (f(x, c) - f(x, null)), for runs trained with label dropout (w = 0: unguided);
     ``project``: the projection step (our reading of Ghimire et al. 2023), for PFGM++ with Euler and
-    DDPM/DDIM."""
+    DDPM/DDIM. ``bf16``: the network in bfloat16 autocast — the same sampler at a cheaper arithmetic,
+    so it keeps the model's name and shows in the sample files' names and the records (``precision``)."""
 
     guidance: float = 0.0
     project: bool = False
+    bf16: bool = False
 
     @property
     def suffix(self) -> str:
         """What it adds to a model's name in file names and reports: "", "_proj", "_cfg_w2", ..."""
         return ("_proj" if self.project else "") + (f"_cfg_w{self.guidance:g}" if self.guidance else "")
+
+    @property
+    def precision(self) -> str:
+        return "bfloat16" if self.bf16 else "float32"
+
+    @property
+    def sample_tag(self) -> str:
+        """What it adds to sample file names and resume keys: the suffix, and "_bf16" for bf16 arithmetic."""
+        return self.suffix + ("_bf16" if self.bf16 else "")
 
 
 def check_variant(cfg: RunConfig, solver: str, variant: Variant) -> Variant:

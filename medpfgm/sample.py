@@ -55,6 +55,22 @@ class Guided(torch.nn.Module):
         return cond + self.weight * (cond - uncond)
 
 
+class BFloat16(torch.nn.Module):
+    """A network run under bfloat16 autocast (convolutions and matmuls in bf16; fast on CPUs with
+    AVX512-BF16 or AMX and on CUDA), its output returned as float32 so that the sampler's arithmetic
+    stays float32/64. Measured on the BloodMNIST DDPM UNet (AMD EPYC, 1 thread, batch 128): 1.8x
+    faster, output relative error 3.6e-3."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net, self.nfe_per_call = net, getattr(net, "nfe_per_call", 1)
+
+    def forward(self, *args, **kwargs):
+        device = next(self.net.parameters()).device.type
+        with torch.autocast(device, dtype=torch.bfloat16):
+            return self.net(*args, **kwargs).float()
+
+
 def euler(drift: Drift, x: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
     """Explicit Euler over ``times`` (len steps + 1): NFE = steps."""
     for t, t_next in zip(times[:-1].tolist(), times[1:].tolist()):
@@ -127,6 +143,8 @@ def solve(
     x = method.prior(len(labels), generator).to(labels.device)
     if variant.guidance:
         net = Guided(net, variant.guidance, net.num_class_embeds - 1)  # the null class is the last embedding
+    if variant.bf16:
+        net = BFloat16(net)
     net = Counted(net)
     if solver in ("ddpm", "ddim"):
         return method.run_scheduler(net, x, labels, solver, steps, generator, variant.project).float(), net.calls
@@ -173,7 +191,7 @@ def generate(
 
     from medpfgm.data import to_uint8
 
-    key = f"{state_digest(run.net)}|{solver}|{steps}|{rtol:g}|{atol:g}|b{batch_size}|seed{seed}{variant.suffix}"  # not the path: a fresh clone resumes too
+    key = f"{state_digest(run.net)}|{solver}|{steps}|{rtol:g}|{atol:g}|b{batch_size}|seed{seed}{variant.sample_tag}"  # not the path: a fresh clone resumes too
     images, nfes, seconds = load_partial(resume, key, labels)
     ctx = distributed.current()
     bar = tqdm(total=len(labels), desc=f"sampling ({solver})", unit="img", disable=not (progress and ctx.main), dynamic_ncols=True)

@@ -384,3 +384,14 @@ def test_guidance_section_lists_each_weight_of_a_dropout_run_and_reproduces_its_
     assert [r[column] for r in rows] == ["0.8", "0.95"]
     assert "medpfgm evaluate --run runs/guided --solver heun --steps 18 --guidance 2 -n" in page
     assert (folder / "guidance.png").stat().st_size > 5000
+
+
+def test_a_bf16_setting_is_reproduced_with_its_flag_and_named_on_the_page():
+    from medpfgm.evaluate.report import large_n_text, solver_args
+
+    subject = {"solver": "ddpm", "steps": 1000, "setting": "ddpm 1000", "precision": "bfloat16"}
+    record = {"subject": subject, "score": {"fid": 50.0}, "floor": {"fid": 5.0}, "n": 2000, "n_floor": 2000}
+    assert solver_args(subject).split() == ["--solver", "ddpm", "--steps", "1000", "--bf16"]
+    assert large_n_text(record).startswith("ddpm 1000 in bf16: 50 at n 2000")
+    float32 = {**subject, "precision": "float32"}
+    assert "--bf16" not in solver_args(float32) and "bf16" not in large_n_text({**record, "subject": float32})

@@ -15,7 +15,7 @@ from medpfgm.methods.ddpm import DDPM
 from medpfgm.methods.pfgmpp import PFGMPP
 from medpfgm.methods.vapo import VAPO
 from medpfgm.physics import pfgmpp, poisson
-from medpfgm.sample import Guided, solve
+from medpfgm.sample import BFloat16, Guided, solve
 from tests.conftest import OracleDenoiser, OracleEpsilon, write_tiny_recipe
 from tests.test_cli import assert_one_line_error, run_cli
 
@@ -103,6 +103,35 @@ def test_guided_network_is_the_cfg_combination_of_two_calls():
     assert torch.allclose(Guided(net, w, 4)(x, t, c), (1 + w) * cond - w * uncond, atol=1e-6)
     assert torch.allclose(Guided(net, 0.0, 4)(x, t, c), cond)
 
+
+
+def test_bf16_network_is_the_autocast_evaluation_returned_as_float32():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(16, 3, 3, padding=1))
+    x = torch.randn(4, 3, 8, 8)
+    out = BFloat16(net)(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = net(x).float()
+    assert out.dtype == torch.float32 and torch.equal(out, expected)
+    error = ((out - net(x)).norm() / net(x).norm()).item()
+    assert 1e-4 < error < 2e-2  # bf16's 8-bit mantissa: about 4e-3 relative, not float32's 1e-7
+    assert BFloat16(Guided(LabelNet(5), 1.0, 4)).nfe_per_call == 2  # a guided step still counts two NFE
+
+
+def test_bf16_sampling_through_the_cli_draws_the_float32_images_within_a_grey_level(capsys, tmp_path, data_root):
+    recipe = write_tiny_recipe(tmp_path / "tiny.toml", "pfgmpp")
+    run = tmp_path / "run"
+    assert main(["train", "--recipe", str(recipe), "--run", str(run), "--quiet"]) == 0
+    images, nfes = [], []
+    for args in ([], ["--bf16"]):
+        out = tmp_path / f"s{len(images)}.npz"
+        code, _, err = run_cli(capsys, "synthesize", "--run", str(run), "-n", "6", "--solver", "heun", "--steps", "4", "--out", str(out), "--quiet", *args)
+        assert code == 0, err
+        with np.load(out) as f:
+            images.append(f["images"].astype(np.int16))
+            nfes.append(int(f["nfe"][0]))
+    difference = np.abs(images[0] - images[1])
+    assert 0 < difference.mean() < 1.0 and nfes == [7, 7]
 
 def test_null_labelled_points_see_every_charge():
     g = torch.Generator().manual_seed(0)

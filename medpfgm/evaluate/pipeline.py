@@ -108,7 +108,7 @@ def run_samples(run, counts: np.ndarray, solver: str, steps: int, rtol: float, a
 
     variant = variant or Variant()
     setting = f"{solver}{'' if solver == 'rk45' else steps}" + (f"_rtol{rtol:g}" if solver == "rk45" else "")
-    path = run.paths.samples / f"eval_step{run.step}{variant.suffix}_{setting}_n{int(counts.sum())}_seed{seed}.npz"
+    path = run.paths.samples / f"eval_step{run.step}{variant.sample_tag}_{setting}_n{int(counts.sum())}_seed{seed}.npz"
     labels = np.repeat(np.arange(len(counts)), counts)
     if path.is_file():
         try:
@@ -266,7 +266,7 @@ def run_subject(run, run_dir, counts, solver, steps, rtol, batch_size, seed, dev
         return None, None, stem
     rk45 = solver == "rk45"
     subject = {
-        "label": run.cfg.model_name(variant), "method": run.cfg.method, "guidance": variant.guidance, "project": variant.project, "run": str(run_dir), "step": run.step, "solver": solver,
+        "label": run.cfg.model_name(variant), "method": run.cfg.method, "guidance": variant.guidance, "project": variant.project, "precision": variant.precision, "run": str(run_dir), "step": run.step, "solver": solver,
         "steps": None if rk45 else steps, "rtol": rtol if rk45 else None, "setting": setting, "nfe": info["nfe"],
         "seconds_per_image": info["seconds"] / len(fake.labels), "samples": info["samples"],
         "cpu_load_per_core": round(load, 2),

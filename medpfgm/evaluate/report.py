@@ -247,7 +247,8 @@ def guidance_section(records: list[dict], floor: dict, path: Path) -> list[str]:
 def large_n_text(record: dict) -> str:
     """'heun 18: 12.3 at n 2000 (floor 4.5 at n 2000)', with the model at the floor's n where that is smaller."""
     score, floor, n_floor = record["score"], record["floor"]["fid"], record["n_floor"]
-    text = f"{record['subject']['setting']}: {score['fid']:.3g} at n {record['n']} (floor {floor:.3g} at n {n_floor}"
+    bf16 = " in bf16" if record["subject"].get("precision") == "bfloat16" else ""
+    text = f"{record['subject']['setting']}{bf16}: {score['fid']:.3g} at n {record['n']} (floor {floor:.3g} at n {n_floor}"
     return text + (f"; model {score['fid_at_floor_n']:.3g} at n {n_floor})" if "fid_at_floor_n" in score else ")")
 
 
@@ -311,7 +312,8 @@ def overall_notes(records: list[dict], machines: dict[str, str], cost: dict | No
 def solver_args(subject: dict) -> str:
     """The sampler flags of an evaluated setting, as `medpfgm evaluate` takes them."""
     args = f"--solver {subject['solver']} " + (f"--rtol {subject['rtol']:g}" if subject["solver"] == "rk45" else f"--steps {subject['steps']}")
-    return args + (" --project" if subject.get("project") else "") + (f" --guidance {subject['guidance']:g}" if subject.get("guidance") else "")
+    args += (" --project" if subject.get("project") else "") + (f" --guidance {subject['guidance']:g}" if subject.get("guidance") else "")
+    return args + (" --bf16" if subject.get("precision") == "bfloat16" else "")
 
 
 def redraw_grids(folder: Path, records, names: list[str]) -> list[str]:
