@@ -55,19 +55,22 @@ def run(*args: str) -> None:
 
 
 def parse_fill(item: str) -> tuple[str, str, dict]:
-    """NAME=RUN[@SOLVER:STEPS] -> (name, run folder, sampler settings: {} for the recipe's, else solver and steps)."""
+    """NAME=RUN[@SOLVER:STEPS[:bf16]] -> (name, run folder, sampler settings: {} for the recipe's, else solver
+    and steps, and precision "bfloat16" when the network is to run in bf16 autocast)."""
     name, _, rest = item.partition("=")
     run_dir, _, sampler = rest.partition("@")
     solver, _, steps = sampler.partition(":")
-    if not name or not run_dir or (steps and not steps.isdigit()):
-        sys.exit(f"--fill wants NAME=RUN[@SOLVER:STEPS], got '{item}'")
+    steps, _, precision = steps.partition(":")
+    if not name or not run_dir or (steps and not steps.isdigit()) or precision not in ("", "bf16"):
+        sys.exit(f"--fill wants NAME=RUN[@SOLVER:STEPS[:bf16]], got '{item}'")
     settings = {"solver": solver} if solver else {}
-    return name, run_dir, settings | ({"steps": int(steps)} if steps else {})
+    return name, run_dir, settings | ({"steps": int(steps)} if steps else {}) | ({"precision": "bfloat16"} if precision else {})
 
 
 def sampler_args(sampler: dict) -> list[str]:
-    """{solver, steps} -> augment's command-line arguments."""
-    return [arg for key, value in sampler.items() for arg in (f"--{key}", str(value))]
+    """{solver, steps, precision} -> augment's command-line arguments."""
+    flags = {"precision": lambda value: ["--bf16"] if value == "bfloat16" else []}
+    return [arg for key, value in sampler.items() for arg in flags.get(key, lambda v: [f"--{key}", str(v)])(value)]
 
 
 def check_fill(path: Path, run_dir: str, target: str, sampler: dict) -> None:
@@ -235,7 +238,7 @@ def main() -> None:
     p.add_argument("--dataset", default="bloodmnist")
     p.add_argument("--size", type=int, default=28)
     p.add_argument("--ratio", type=float, help="imbalance ratio; omit to use the dataset as it is")
-    p.add_argument("--fill", action="append", default=[], help="NAME=RUN[@SOLVER:STEPS]: a generative run trained on OUT/data and its sampler (default: the run's recipe)")
+    p.add_argument("--fill", action="append", default=[], help="NAME=RUN[@SOLVER:STEPS[:bf16]]: a generative run trained on OUT/data and its sampler (default: the run's recipe; bf16: the network in bfloat16 autocast)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=300, help="classifier optimizer steps, the same for every variant")
     p.add_argument("--target", default="balanced", help="augment's fill target: balanced (up to the largest class) or N images per class")

@@ -87,7 +87,10 @@ def test_a_fill_argument_names_a_run_and_optionally_its_sampler(bench):
     assert bench.parse_fill("p=runs/a@rk45") == ("p", "runs/a", {"solver": "rk45"})
     assert bench.parse_fill("p=runs/a") == ("p", "runs/a", {})
     assert bench.sampler_args({"solver": "heun", "steps": 18}) == ["--solver", "heun", "--steps", "18"]
-    for bad in ("runs/a@heun:18", "p=", "p=runs/a@heun:many"):
+    bf16 = bench.parse_fill("p=runs/a@heun:18:bf16")
+    assert bf16 == ("p", "runs/a", {"solver": "heun", "steps": 18, "precision": "bfloat16"})
+    assert bench.sampler_args(bf16[2]) == ["--solver", "heun", "--steps", "18", "--bf16"]
+    for bad in ("runs/a@heun:18", "p=", "p=runs/a@heun:many", "p=runs/a@heun:18:fp8"):
         with pytest.raises(SystemExit, match="--fill wants NAME=RUN"):
             bench.parse_fill(bad)
 
