@@ -100,6 +100,8 @@ ARMS = {
     "clipall": Arm("gradient clipped at norm 0.01, i.e. at every step, as the official 0.5-sum loss is at clip 1", {"train": {"grad_clip": 0.01}}),
     "official": Arm("all official settings at once: unconditional, raw z, w = 1, B_L 1,024, clipped every step", OFFICIAL),
     **{name: Arm(f"official settings but {change}", without(OFFICIAL, *path)) for name, (change, path) in LEAVE_ONE_OUT.items()},
+    "official_seed1": Arm("all official settings at once, seed 1 (the others: seed 0): how far one run's score moves with the seed",
+                          {**OFFICIAL, "seed": 1}),
     "cond_halfsum": Arm("off_cond expressed without touching [train]: class-conditional, raw z, w = 1, B_L 1,024, the official "
                         "0.5-sum loss under the recipe's clip 1 (clipped every step, as clip 0.01 on the mean loss): the recipe candidate",
                         {"pfgm": {"time_input": "z", "z_loss_weight": 1.0, "field_batch": 1024, "loss_reduction": "half_sum"}}),
