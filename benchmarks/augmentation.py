@@ -265,6 +265,9 @@ def main() -> None:
                 if not classifier_done(out, variant, seed):
                     run("classify", "--dataset", args.dataset, "--size", str(args.size), "--out", str(classifier_dir(out, variant, seed)), *budget, "--seed", str(seed), "--quiet", *extra, *common)
 
+    filter_source = classifier_dir(out, "real", 0)
+    if any(v.startswith("filter") for v in args.variants.split(",")) and not (filter_source / "classifier.pt").is_file():
+        (filter_source / "classifier.json").unlink(missing_ok=True)  # weights are not kept in git: train it again (same seed)
     real_plan = variants(lt_file, {}, with_full=False)
     for name, extra in real_plan.items():  # first: the filter variants need the real-only classifier
         classify(name, extra)
