@@ -22,6 +22,9 @@ images gains data, not updates. Variants, each over the seeds:
   filter0.8       only synthetic images that the real-only classifier (variant (a), seed 0: trained on the
                   long-tailed real set, never the full or test set) gives their class with p >= 0.8
   guide0.5        the fill drawn with classifier-free guidance w = 0.5 (a fill model trained with label dropout)
+``--vary A,B`` gives the variants to those fills only (default: all). ``--quality`` scores each fill's model at
+the fill's sampler as the dataset pages do (n 400, FID, domain FD, class fidelity) with the memorization
+audit, into OUT/quality/, and puts it beside the fill's downstream effect on the page.
 ``--converged P`` trains every variant a second time to convergence (validation balanced accuracy,
 patience P epochs, at most --max-epochs), as <variant>_conv: equal steps show a fill's real images less often.
 Results: OUT/README.md (mean ± std over seeds, classifier CPU seconds), OUT/results.csv, OUT/per_class_recall.png.
@@ -117,6 +120,64 @@ def fill_grid(images: np.ndarray, labels: np.ndarray, dataset: str, path: Path, 
     return class_grid(images, labels, class_names(dataset), path, per_class=12, title=title)
 
 
+QUALITY_METRICS = "domain,fid,memorization"
+
+
+def quality_record(out: Path, run_dir: str, sampler: dict, guidance: float) -> dict | None:
+    """The evaluation in OUT/quality/ of ``run_dir`` at ``sampler`` (its solver and steps where given) and
+    guidance weight, else None."""
+    for path in sorted((out / "quality").glob("*/evaluations/*.json")):
+        record = json.loads(path.read_text())
+        s = record["subject"]
+        if (Path(s["run"]) == Path(run_dir) and s["solver"] == sampler.get("solver", s["solver"]) and s["steps"] == sampler.get("steps", s["steps"])
+                and float(s.get("guidance") or 0) == guidance):  # fmt: skip
+            return record
+    return None
+
+
+def score_fill_model(out: Path, run_dir: str, sampler: dict, guidance: float, dataset: str, size: int, common: list[str]) -> dict:
+    """Score a fill's model at the fill's sampler the way the dataset pages score models (n 400 against
+    class-matched images of the full official training split, with floors; the dataset page's evaluation
+    classifier) plus the memorization audit, into OUT/quality/."""
+    run("evaluate", "--run", run_dir, *sampler_args(sampler), *(["--guidance", f"{guidance:g}"] if guidance else []), "--metrics", QUALITY_METRICS,
+        "--classifier", f"reports/{dataset}_{size}/classifier", "--reports", str(out / "quality"), "--quiet", *common)  # fmt: skip
+    return quality_record(out, run_dir, sampler, guidance)
+
+
+def quality_lines(quality: dict[str, dict], summary: pd.DataFrame) -> list[str]:
+    """The fill models' image quality beside the downstream effect of their fills, one row per fill."""
+    if not quality:
+        return []
+    lines = ["## Fill quality beside its downstream effect", "",
+             "Each fill's model at the fill's sampler, scored as the dataset pages score models: 400 images against as many "
+             "class-matched images of the full official training split (mean of 5 reference draws; floor: test vs train at the same n), "
+             "and the memorization audit (share of synthetic images closer to a training image than 99 % of test images are; "
+             "honest generators sit near 1 %; worst class in brackets). Does a better FID give a better classifier?", "",
+             "| fill | model (step) | sampler | FID (floor) | domain FD (floor) | class fidelity (floor) | memorized: pixels / domain (worst class) | balanced accuracy | macro-F1 |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for variant, r in quality.items():
+        s, f, subject, m = r["score"], r["floor"], r["subject"], r["memorization"]
+        worst = {space: max(m[space]["flagged_per_class"].values()) for space in ("pixel", "domain")}
+        row = summary.loc[variant] if variant in summary.index else None
+        downstream = [f"{row[(k, 'mean')]:.3f} ± {row[(k, 'std')]:.3f}" if row is not None else "–" for k in ("balanced_accuracy", "macro_f1")]
+        lines.append(f"| {variant} | {subject['label']} ({subject['step']}) | {subject['setting']} ({subject['nfe']:.0f} NFE) | "
+                     f"{s['fid']['fd']['mean']:.1f} ({f['fid']['fd']['mean']:.1f}) | {s['domain']['fd']['mean']:.2f} ({f['domain']['fd']['mean']:.2f}) | "
+                     f"{s['class_fidelity']['accuracy']:.3f} ({f['class_fidelity']['accuracy']:.3f}) | "
+                     f"{m['pixel']['flagged']:.1%} / {m['domain']['flagged']:.1%} ({worst['pixel']:.1%} / {worst['domain']:.1%}) | " + " | ".join(downstream) + " |")  # fmt: skip
+    return lines + [""]
+
+
+def filter_lines(out: Path, names: list[str]) -> list[str]:
+    """What each filtered fill kept, per class, from its provenance."""
+    lines = []
+    for path in sorted(out.glob("fill_*.npz.provenance.json")):
+        f = json.loads(path.read_text()).get("filter")
+        if f:
+            per_class = ", ".join(f"{n} {k}/{d}" for n, k, d in zip(names, f["kept"], f["drawn"]))
+            lines.append(f"- **{path.name.split('.npz')[0]}** (p ≥ {f['min_confidence']:g} for the intended class, real-only classifier): kept / drawn per class: {per_class}.")
+    return ["## What the filters kept", "", *lines, ""] if lines else []
+
+
 def fill_variant(variant: str, out: Path) -> tuple[list[str], list[str], dict]:
     """A --variants entry: (extra augment arguments, extra classify arguments, what its fill's provenance must say).
     No augment arguments: the variant trains on the plain fill's file."""
@@ -191,7 +252,7 @@ def verdicts(summary: pd.DataFrame, num_classes: int, baselines: tuple[str, ...]
     return lines
 
 
-def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_counts: list[int], steps: int) -> None:
+def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_counts: list[int], steps: int, quality: dict | None = None) -> None:
     names = class_names(dataset)
     tail = tail_classes(lt_counts)
     df = df.assign(tail_recall=[float(np.mean([r[c] for c in tail])) for r in df.recall])
@@ -210,7 +271,9 @@ def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_cou
         rows = df[df.variant == variant]
         n, seconds = int(rows.train_images.iloc[0]), float(rows.cpu_seconds.mean())
         lines.append(f"| {variant} | {n} | {seconds:.0f} | " + " | ".join(f"{row[(m, 'mean')]:.3f} ± {row[(m, 'std')]:.3f}" for m in columns) + " |")
-    lines += ["", "## Synthetic fill against the real-data baselines", "", *verdicts(summary, len(names))]
+    lines += ["", "## Synthetic fill against the real-data baselines", "", *verdicts(summary, len(names)), ""]
+    lines += quality_lines(quality or {}, summary)
+    lines += filter_lines(out, names)
     recall = df.groupby("variant", sort=False)["recall"].apply(lambda r: np.mean(np.stack(r.to_list()), axis=0))
     import matplotlib.pyplot as plt
 
@@ -245,6 +308,9 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--data-root")
     p.add_argument("--variants", default="", help="fill variants for every fill: classical, frac25, frac50, weight0.5, filter0.8 (see above)")
+    p.add_argument("--vary", help="comma-separated fill names that get the --variants (default: every fill)")
+    p.add_argument("--quality", action="store_true", help="also score each fill model at its fill's sampler as the dataset pages do "
+                   "(n 400 class-matched, FID, domain FD, class fidelity, memorization audit) into OUT/quality/, shown beside its downstream effect")
     p.add_argument("--converged", type=int, help="also train every variant to convergence with this patience (epochs), as <variant>_conv")
     p.add_argument("--max-epochs", type=int, default=60, help="the cap of a converged classifier's epochs")
     args = p.parse_args()
@@ -276,7 +342,8 @@ def main() -> None:
     for item in args.fill:
         name, run_dir, sampler = parse_fill(item)
         files: dict[Path, tuple[list[str], dict, list[str]]] = {}  # fill file -> (augment args, provenance asked, its variants)
-        for variant in ["", *[v for v in args.variants.split(",") if v]]:
+        varied = args.vary is None or name in args.vary.split(",")
+        for variant in ["", *[v for v in args.variants.split(",") if v and varied]]:
             augment_args, classify_args, expected = fill_variant(variant, out) if variant else ([], [], {})
             path = out / f"fill_{name}_{variant}.npz" if augment_args else out / f"fill_{name}.npz"
             users = [f"fill_{name}_{variant}"] if variant else [f"fill_{name}", f"tstr_{name}"]
@@ -294,10 +361,17 @@ def main() -> None:
     plan = variants(lt_file, fills, with_full=args.ratio not in (None, 1), extra=extra_plan)
     for name, extra in plan.items():
         classify(name, extra)
+    quality = {}  # classifier variant -> its fill model's evaluation record
+    if args.quality:
+        for item in args.fill:
+            name, run_dir, sampler = parse_fill(item)
+            guided = {f"fill_{name}_{v}": float(v[5:]) for v in args.variants.split(",") if v.startswith("guide") and f"fill_{name}_{v}" in plan}
+            for variant, guidance in {f"fill_{name}": 0.0, **guided}.items():
+                quality[variant] = quality_record(out, run_dir, sampler, guidance) or score_fill_model(out, run_dir, sampler, guidance, args.dataset, args.size, common)
     if args.converged:
         plan = {**plan, **{f"{name}_conv": extra for name, extra in plan.items()}}
     lt_counts = read_provenance(lt_file)["train_counts"]
-    write_report(out, collect(out, list(plan), seeds), args.dataset, "python " + " ".join(sys.argv), lt_counts, args.steps)
+    write_report(out, collect(out, list(plan), seeds), args.dataset, "python " + " ".join(sys.argv), lt_counts, args.steps, quality)
     print(f"wrote {out / 'README.md'}")
 
 

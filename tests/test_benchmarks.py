@@ -109,6 +109,18 @@ def test_a_fill_is_made_only_while_a_classifier_needs_it(bench, tmp_path):
     assert bench.fill_needed(tmp_path, "x", [0, 1, 2])
 
 
+
+def test_a_fill_models_score_is_found_by_run_sampler_and_guidance(bench, tmp_path):
+    folder = tmp_path / "quality" / "bloodmnist_28" / "evaluations"
+    folder.mkdir(parents=True)
+    for stem, guidance in (("plain", 0.0), ("guided", 0.5)):
+        subject = {"run": "runs/a", "solver": "heun", "steps": 18, "guidance": guidance}
+        (folder / f"{stem}.json").write_text(json.dumps({"subject": subject, "tag": stem}))
+    assert bench.quality_record(tmp_path, "runs/a", {"solver": "heun", "steps": 18}, 0.0)["tag"] == "plain"
+    assert bench.quality_record(tmp_path, "runs/a/", {}, 0.5)["tag"] == "guided"  # the recipe's sampler: any solver
+    for run, sampler, guidance in (("runs/b", {}, 0.0), ("runs/a", {"steps": 10}, 0.0), ("runs/a", {"solver": "euler"}, 0.0), ("runs/a", {}, 2.0)):
+        assert bench.quality_record(tmp_path, run, sampler, guidance) is None
+
 def test_the_fill_grid_draws_the_synthetic_rows_only(bench, tmp_path):
     from PIL import Image
 
