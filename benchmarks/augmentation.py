@@ -22,7 +22,7 @@ images gains data, not updates. Variants, each over the seeds:
   filter0.8       only synthetic images that the real-only classifier (variant (a), seed 0: trained on the
                   long-tailed real set, never the full or test set) gives their class with p >= 0.8
   guide0.5        the fill drawn with classifier-free guidance w = 0.5 (a fill model trained with label dropout)
-``--vary A,B`` gives the variants to those fills only (default: all). ``--quality`` scores each fill's model at
+``--vary A,B`` gives the variants and converged twins to those fills only (default: all). ``--quality`` scores each fill's model at
 the fill's sampler as the dataset pages do (n 400, FID, domain FD, class fidelity) with the memorization
 audit, into OUT/quality/, and puts it beside the fill's downstream effect on the page.
 ``--converged P`` trains every variant a second time to convergence (validation balanced accuracy,
@@ -308,7 +308,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--data-root")
     p.add_argument("--variants", default="", help="fill variants for every fill: classical, frac25, frac50, weight0.5, filter0.8 (see above)")
-    p.add_argument("--vary", help="comma-separated fill names that get the --variants (default: every fill)")
+    p.add_argument("--vary", help="comma-separated fill names that get the --variants and the converged twins (default: every fill)")
     p.add_argument("--quality", action="store_true", help="also score each fill model at its fill's sampler as the dataset pages do "
                    "(n 400 class-matched, FID, domain FD, class fidelity, memorization audit) into OUT/quality/, shown beside its downstream effect")
     p.add_argument("--converged", type=int, help="also train every variant to convergence with this patience (epochs), as <variant>_conv")
@@ -321,10 +321,12 @@ def main() -> None:
     if not lt_file.is_file():
         run("longtail", "--dataset", args.dataset, "--size", str(args.size), "--ratio", str(args.ratio or 1), "--out", str(data), *common)
 
+    unvaried: set[str] = set()  # the variants of fills outside --vary: no converged twin (it would remake their fills)
+
     def classify(name: str, extra: list[str]) -> None:
         """Every seed of one variant: at the equal step budget, and converged (as <name>_conv) when asked."""
         budgets = {name: ["--steps", str(args.steps)]}
-        if args.converged:
+        if args.converged and name not in unvaried:
             budgets[f"{name}_conv"] = ["--patience", str(args.converged), "--epochs", str(args.max_epochs)]
         for variant, budget in budgets.items():
             for seed in seeds:
@@ -338,11 +340,13 @@ def main() -> None:
     for name, extra in real_plan.items():  # first: the filter variants need the real-only classifier
         classify(name, extra)
     fills, extra_plan = {}, {}
-    twins = ["", "_conv"] if args.converged else [""]  # the classifiers of a variant: equal steps, and converged
     for item in args.fill:
         name, run_dir, sampler = parse_fill(item)
         files: dict[Path, tuple[list[str], dict, list[str]]] = {}  # fill file -> (augment args, provenance asked, its variants)
         varied = args.vary is None or name in args.vary.split(",")
+        twins = ["", "_conv"] if args.converged and varied else [""]  # the classifiers of a variant: equal steps, and converged
+        if not varied:
+            unvaried.update({f"fill_{name}", f"tstr_{name}"})
         for variant in ["", *[v for v in args.variants.split(",") if v and varied]]:
             augment_args, classify_args, expected = fill_variant(variant, out) if variant else ([], [], {})
             path = out / f"fill_{name}_{variant}.npz" if augment_args else out / f"fill_{name}.npz"
@@ -369,7 +373,7 @@ def main() -> None:
             for variant, guidance in {f"fill_{name}": 0.0, **guided}.items():
                 quality[variant] = quality_record(out, run_dir, sampler, guidance) or score_fill_model(out, run_dir, sampler, guidance, args.dataset, args.size, common)
     if args.converged:
-        plan = {**plan, **{f"{name}_conv": extra for name, extra in plan.items()}}
+        plan = {**plan, **{f"{name}_conv": extra for name, extra in plan.items() if name not in unvaried}}
     lt_counts = read_provenance(lt_file)["train_counts"]
     write_report(out, collect(out, list(plan), seeds), args.dataset, "python " + " ".join(sys.argv), lt_counts, args.steps, quality)
     print(f"wrote {out / 'README.md'}")
