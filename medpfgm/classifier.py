@@ -40,7 +40,7 @@ class ClassifierConfig:
     balanced: bool = False  # draw batches class-balanced (inverse-frequency sampling)
     reweight: bool = False  # weight the loss by inverse class frequency
     synthetic_weight: float = 1.0  # loss weight of synthetic training images (the train_synthetic mask) against real ones
-    patience: int | None = None  # set: stop when the validation balanced accuracy has not improved for this many epochs, keep the best
+    patience: int | None = None  # set: train to convergence on the validation balanced accuracy (see train_classifier), keep the best
     seed: int = 0
 
 
@@ -102,6 +102,9 @@ def weighted_cross_entropy(logits: torch.Tensor, y: torch.Tensor, sample_weight:
     return (sample_weight * per_image).sum() / sample_weight.sum().clamp_min(1e-12)
 
 
+PLATEAU_CUTS = 2  # converged arm: the learning rate is cut tenfold at each of the first two plateaus; the third ends training
+
+
 def train_classifier(
     images: np.ndarray,
     labels: np.ndarray,
@@ -116,11 +119,15 @@ def train_classifier(
 
     AdamW with a one-cycle schedule over ``cfg.steps`` optimizer steps (or ``cfg.epochs`` epochs);
     cross-entropy, synthetic images (``synthetic`` mask (n,)) weighted by ``cfg.synthetic_weight``.
-    With ``cfg.patience`` and ``val`` (images, labels), the validation balanced accuracy is measured
-    after each epoch; training stops when it has not improved for ``patience`` epochs and the best
-    epoch's weights are returned (the converged arm: a fill's real images are seen as often as
-    needed, not as often as an equal step budget allows). info holds the seconds, the steps, about the
-    last epoch's mean loss and, with validation, the curve and the best epoch.
+    With ``cfg.patience`` and ``val`` (images, labels) the classifier is trained to convergence (the
+    converged arm: a fill's real images are seen as often as needed, not as often as an equal step
+    budget allows): one epoch of linear warm-up, then a constant learning rate; the validation balanced
+    accuracy is measured after each epoch, and when it has not improved for ``patience`` epochs the
+    learning rate is cut tenfold from the best epoch's weights, PLATEAU_CUTS times; the next plateau
+    ends training (at most ``cfg.epochs`` epochs) and the best epoch's weights are returned. A one-cycle
+    schedule would be cut by the early stop at its peak learning rate, never annealed. info holds the
+    seconds, the steps, about the last epoch's mean loss and, with validation, the curve, the best
+    epoch and the epochs at which the learning rate was cut.
     """
     if cfg.patience is not None and val is None:
         raise MedpfgmError("--patience needs a validation split to watch")
@@ -134,7 +141,12 @@ def train_classifier(
     if cfg.reweight:
         counts = np.bincount(labels, minlength=num_classes).astype(float)
         class_weight = torch.tensor(np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0), dtype=torch.float32, device=device)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
+    steps_per_epoch = -(-len(labels) // cfg.batch_size)  # ceil
+    cuts: list[int] = []  # converged arm: the (0-based) epochs after which the learning rate was cut
+    if cfg.patience is None:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / steps_per_epoch) * 0.1 ** len(cuts))
     weights = None
     if synthetic is not None and cfg.synthetic_weight != 1.0:
         weights = torch.from_numpy(np.where(synthetic, cfg.synthetic_weight, 1.0)).float()
@@ -163,15 +175,17 @@ def train_classifier(
             net.train()
             if best is None or curve[-1] > curve[best[0]]:
                 best = (len(curve) - 1, {k: v.detach().clone() for k, v in net.state_dict().items()})
-            elif len(curve) - 1 - best[0] >= cfg.patience:
-                break
+            elif len(curve) - 1 - max([best[0], *cuts]) >= cfg.patience:  # a plateau since the best epoch and the last cut
+                if len(cuts) == PLATEAU_CUTS:
+                    break
+                cuts.append(len(curve) - 1)
+                net.load_state_dict(best[1])
     bar.close()
-    steps_per_epoch = -(-len(labels) // cfg.batch_size)  # ceil
     last_loss = float(np.mean(losses[-steps_per_epoch:]))  # the last epoch's steps (all of them when fewer)
     info = {"train_seconds": time.perf_counter() - t0, "final_epoch_loss": last_loss, "train_steps": len(losses)}
     if best is not None:
         net.load_state_dict(best[1])
-        info.update(val_balanced_accuracy=curve, best_epoch=best[0] + 1, epochs_run=len(curve))
+        info.update(val_balanced_accuracy=curve, best_epoch=best[0] + 1, epochs_run=len(curve), lr_cut_after_epochs=[c + 1 for c in cuts])
     net.eval()
     return net, info
 

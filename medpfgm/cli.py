@@ -247,7 +247,7 @@ def synthesize(run_dir, method, dataset, size, class_id, n, solver, steps, rtol,
 @click.option("--reweight", is_flag=True, help="Inverse-frequency class weights in the loss.")
 @click.option("--augment", "classical", is_flag=True, help="Classical augmentation: quarter turns, brightness and contrast jitter (flips are always on).")
 @click.option("--synthetic-weight", type=float, default=1.0, show_default=True, help="Loss weight of the synthetic images of --train-file against its real ones.")
-@click.option("--patience", type=int, help="Converged training: stop when the validation balanced accuracy has not improved for P epochs (--epochs is the cap), keep the best epoch.")
+@click.option("--patience", type=int, help="Converged training: constant learning rate, cut tenfold after each of two plateaus of P epochs without a better validation balanced accuracy, stopped at the third (--epochs is the cap); the best epoch is kept.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @data_options
 @runtime_options

@@ -146,11 +146,13 @@ def test_patience_keeps_the_best_validation_epoch(data_root):
     from medpfgm.classifier import ClassifierConfig, classification_metrics, predict_proba, train_classifier
 
     train, val = (load_split("retinamnist", 28, s, data_root) for s in ("train", "val"))
-    cfg = ClassifierConfig(width=4, epochs=6, patience=2, batch_size=256)
+    cfg = ClassifierConfig(width=4, epochs=12, patience=1, batch_size=256)
     net, info = train_classifier(train.images, train.labels, 5, cfg, progress=False, val=(val.images, val.labels))
-    curve = info["val_balanced_accuracy"]
-    assert info["best_epoch"] == int(np.argmax(curve)) + 1 and info["epochs_run"] == len(curve) <= 6
-    assert len(curve) == 6 or len(curve) - info["best_epoch"] == 2  # stopped two epochs after the best, or at the cap
+    curve, cuts = info["val_balanced_accuracy"], info["lr_cut_after_epochs"]
+    assert info["best_epoch"] == int(np.argmax(curve)) + 1 and info["epochs_run"] == len(curve) <= 12
+    # each cut follows a plateau of `patience` epochs after the best epoch and the previous cut; the third plateau ends it
+    assert len(cuts) <= 2 and all(c - max([int(np.argmax(curve[:c])) + 1, *cuts[:i]]) == 1 for i, c in enumerate(cuts))
+    assert len(curve) == 12 or (len(cuts) == 2 and len(curve) - max(info["best_epoch"], cuts[-1]) == 1)
     again = classification_metrics(predict_proba(net, val.images), val.labels)["balanced_accuracy"]
     assert again == pytest.approx(max(curve))  # the returned weights are the best epoch's
 
