@@ -164,6 +164,9 @@ def quality_lines(quality: dict[str, dict], summary: pd.DataFrame) -> list[str]:
                      f"{s['fid']['fd']['mean']:.1f} ({f['fid']['fd']['mean']:.1f}) | {s['domain']['fd']['mean']:.2f} ({f['domain']['fd']['mean']:.2f}) | "
                      f"{s['class_fidelity']['accuracy']:.3f} ({f['class_fidelity']['accuracy']:.3f}) | "
                      f"{m['pixel']['flagged']:.1%} / {m['domain']['flagged']:.1%} ({worst['pixel']:.1%} / {worst['domain']:.1%}) | " + " | ".join(downstream) + " |")  # fmt: skip
+    lines += ["", "Closest synthetic / training pairs of each fill model (pixel distance; is any a copy of a patient's image?):", ""]
+    lines += [f"![{variant} pairs](quality/{r['setup']['dataset']}_{r['setup']['size']}/{r['memorization']['figure']})"
+              for variant, r in quality.items() if r["memorization"].get("figure")]  # fmt: skip
     return lines + [""]
 
 
