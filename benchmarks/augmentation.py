@@ -22,9 +22,9 @@ images gains data, not updates. Variants, each over the seeds:
   filter0.8       only synthetic images that the real-only classifier (variant (a), seed 0: trained on the
                   long-tailed real set, never the full or test set) gives their class with p >= 0.8
   guide0.5        the fill drawn with classifier-free guidance w = 0.5 (a fill model trained with label dropout)
-``--vary A,B`` gives the variants and converged twins to those fills only (default: all). ``--quality`` scores each fill's model at
-the fill's sampler as the dataset pages do (n 400, FID, domain FD, class fidelity) with the memorization
-audit, into OUT/quality/, and puts it beside the fill's downstream effect on the page.
+``--vary A,B`` gives the variants and converged twins to those fills only (default: all). ``--quality``
+scores each fill's model at the fill's sampler as the dataset pages do (n 400, FID, domain FD, class
+fidelity) with the memorization audit, into OUT/quality/, beside the fill's downstream effect on the page.
 ``--converged P`` trains every variant a second time to convergence (validation balanced accuracy,
 patience P epochs, at most --max-epochs), as <variant>_conv: equal steps show a fill's real images less often.
 Results: OUT/README.md (mean ± std over seeds, classifier CPU seconds), OUT/results.csv, OUT/per_class_recall.png.
@@ -72,8 +72,10 @@ def parse_fill(item: str) -> tuple[str, str, dict]:
 
 def sampler_args(sampler: dict) -> list[str]:
     """{solver, steps, precision} -> augment's command-line arguments."""
-    flags = {"precision": lambda value: ["--bf16"] if value == "bfloat16" else []}
-    return [arg for key, value in sampler.items() for arg in flags.get(key, lambda v: [f"--{key}", str(v)])(value)]
+    flags = []
+    for key, value in sampler.items():
+        flags += (["--bf16"] if value == "bfloat16" else []) if key == "precision" else [f"--{key}", str(value)]
+    return flags
 
 
 def check_fill(path: Path, run_dir: str, target: str, sampler: dict) -> None:
@@ -324,7 +326,10 @@ def main() -> None:
     if not lt_file.is_file():
         run("longtail", "--dataset", args.dataset, "--size", str(args.size), "--ratio", str(args.ratio or 1), "--out", str(data), *common)
 
-    unvaried: set[str] = set()  # the variants of fills outside --vary: no converged twin (it would remake their fills)
+    fill_items = [parse_fill(item) for item in args.fill]
+    fill_variants = [v for v in args.variants.split(",") if v]
+    varied = {name for name, _, _ in fill_items if args.vary is None or name in args.vary.split(",")}
+    unvaried = {f"{kind}_{name}" for name, _, _ in fill_items if name not in varied for kind in ("fill", "tstr")}  # no converged twin: it would remake their fills
 
     def classify(name: str, extra: list[str]) -> None:
         """Every seed of one variant: at the equal step budget, and converged (as <name>_conv) when asked."""
@@ -337,20 +342,16 @@ def main() -> None:
                     run("classify", "--dataset", args.dataset, "--size", str(args.size), "--out", str(classifier_dir(out, variant, seed)), *budget, "--seed", str(seed), "--quiet", *extra, *common)
 
     filter_source = classifier_dir(out, "real", 0)
-    if any(v.startswith("filter") for v in args.variants.split(",")) and not (filter_source / "classifier.pt").is_file():
+    if any(v.startswith("filter") for v in fill_variants) and not (filter_source / "classifier.pt").is_file():
         (filter_source / "classifier.json").unlink(missing_ok=True)  # weights are not kept in git: train it again (same seed)
     real_plan = variants(lt_file, {}, with_full=False)
     for name, extra in real_plan.items():  # first: the filter variants need the real-only classifier
         classify(name, extra)
     fills, extra_plan = {}, {}
-    for item in args.fill:
-        name, run_dir, sampler = parse_fill(item)
+    for name, run_dir, sampler in fill_items:
         files: dict[Path, tuple[list[str], dict, list[str]]] = {}  # fill file -> (augment args, provenance asked, its variants)
-        varied = args.vary is None or name in args.vary.split(",")
-        twins = ["", "_conv"] if args.converged and varied else [""]  # the classifiers of a variant: equal steps, and converged
-        if not varied:
-            unvaried.update({f"fill_{name}", f"tstr_{name}"})
-        for variant in ["", *[v for v in args.variants.split(",") if v and varied]]:
+        twins = ["", "_conv"] if args.converged and name in varied else [""]  # the classifiers of a variant: equal steps, and converged
+        for variant in ["", *(fill_variants if name in varied else [])]:
             augment_args, classify_args, expected = fill_variant(variant, out) if variant else ([], [], {})
             path = out / f"fill_{name}_{variant}.npz" if augment_args else out / f"fill_{name}.npz"
             users = [f"fill_{name}_{variant}"] if variant else [f"fill_{name}", f"tstr_{name}"]
@@ -370,9 +371,8 @@ def main() -> None:
         classify(name, extra)
     quality = {}  # classifier variant -> its fill model's evaluation record
     if args.quality:
-        for item in args.fill:
-            name, run_dir, sampler = parse_fill(item)
-            guided = {f"fill_{name}_{v}": float(v[5:]) for v in args.variants.split(",") if v.startswith("guide") and f"fill_{name}_{v}" in plan}
+        for name, run_dir, sampler in fill_items:
+            guided = {f"fill_{name}_{v}": float(v[5:]) for v in fill_variants if v.startswith("guide") and f"fill_{name}_{v}" in plan}
             for variant, guidance in {f"fill_{name}": 0.0, **guided}.items():
                 quality[variant] = quality_record(out, run_dir, sampler, guidance) or score_fill_model(out, run_dir, sampler, guidance, args.dataset, args.size, common)
     if args.converged:

@@ -64,10 +64,10 @@ class BFloat16(torch.nn.Module):
     def __init__(self, net: torch.nn.Module):
         super().__init__()
         self.net, self.nfe_per_call = net, getattr(net, "nfe_per_call", 1)
+        self.device_type = next(net.parameters()).device.type  # once, not at every network evaluation
 
     def forward(self, *args, **kwargs):
-        device = next(self.net.parameters()).device.type
-        with torch.autocast(device, dtype=torch.bfloat16):
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
             return self.net(*args, **kwargs).float()
 
 
