@@ -74,7 +74,10 @@ def sampler_args(sampler: dict) -> list[str]:
     """{solver, steps, precision} -> augment's command-line arguments."""
     flags = []
     for key, value in sampler.items():
-        flags += (["--bf16"] if value == "bfloat16" else []) if key == "precision" else [f"--{key}", str(value)]
+        if key != "precision":
+            flags += [f"--{key}", str(value)]
+        elif value == "bfloat16":
+            flags.append("--bf16")
     return flags
 
 
