@@ -6,7 +6,8 @@ Each arm is the BloodMNIST 28 px PFGM recipe (`recipes/pfgm/bloodmnist_28.toml`)
 on the whole training split to each budget of ``--steps`` in turn and scored there (same seed for all; a
 killed run resumes from its last checkpoint, a finished one is extended by a larger budget, and a score
 that exists is kept). Sample-only arms reuse another arm's network with a different sampling constant;
-arm ``pfgmpp_d128`` is PFGM++ D = 128 from its own recipe, the reference. Every arm is scored the way the
+arm ``pfgmpp_d128`` is PFGM++ D = 128 from its own recipe, the reference; ``committed_*`` arms score a
+committed run (its own step, no training), to place the dataset page's runs on this protocol. Every arm is scored the way the
 official code was scored in issue 15: 400 images (labels in the training split's class proportions)
 drawn by Euler with 100 steps uniform in ln z (PFGM++: Heun 18), compared class-agnostically with one fixed block of 400 test images, in the evaluation
 classifier's feature space (domain FD) and Inception's (FID); the real-vs-real floor is a second,
@@ -62,6 +63,7 @@ class Arm:
     overrides: dict = field(default_factory=dict)
     method: str = "pfgm"
     reuse: str | None = None  # sample-only: the arm whose network is sampled
+    committed: str | None = None  # score-only: a committed run folder (relative to the repository), at its own step
     sample_overrides: dict = field(default_factory=dict)  # PFGM constants changed at sampling only
 
 
@@ -112,6 +114,10 @@ ARMS = {
     "zexp1": Arm("small-z switch z_exp 1 instead of 5 (sampling only, baseline network)", reuse="baseline", sample_overrides={"z_exp": 1.0}),
     "zexp0": Arm("no small-z switch (z_exp 0; sampling only, baseline network)", reuse="baseline", sample_overrides={"z_exp": 0.0}),
     "pfgmpp_d128": Arm("PFGM++ D = 128, its recipe (recipes/pfgmpp/bloodmnist_28.toml), Heun 18: the reference", method="pfgmpp"),
+    "committed_pfgm": Arm("the committed PFGM run (reports/bloodmnist_28/pfgm: the recipe with plain EMA 0.999), scored on this protocol",
+                          committed="reports/bloodmnist_28/pfgm/run"),
+    "committed_pfgmpp_d128": Arm("the committed PFGM++ D = 128 run (reports/bloodmnist_28/pfgmpp_d128: its recipe with plain EMA "
+                                 "0.999), Heun 18, scored on this protocol", method="pfgmpp", committed="reports/bloodmnist_28/pfgmpp_d128/run"),
 }
 
 
@@ -261,6 +267,9 @@ def main() -> None:
         classifier, _ = checked_classifier(ROOT / "reports" / "bloodmnist_28" / "classifier", "bloodmnist", 28, device)
         spaces, unavailable = build_spaces(["fid"], classifier, None, device)
         for name in arms:
+            if ARMS[name].committed:  # a committed run has one step, its own
+                score_arm(name, ROOT / ARMS[name].committed, spaces, classifier, train_split, test_split, device)
+                continue
             for steps in (int(s) for s in args.steps.split(",")):
                 if (OUT / name / f"step{steps}.json").is_file():
                     continue  # scored already (a fresh clone has the scores, not the training state)

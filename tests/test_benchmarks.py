@@ -176,6 +176,11 @@ def test_every_pfgm_ablation_arm_changes_only_what_it_names():
         if arm.reuse:
             assert arm.reuse in ablation.ARMS and not ablation.ARMS[arm.reuse].reuse and arm.sample_overrides
             continue
+        if arm.committed:  # score-only: a committed run of the arm's method, nothing changed
+            run = ROOT / arm.committed
+            assert json.loads((run / "config.json").read_text())["method"] == arm.method and (run / "ema.safetensors").is_file()
+            assert not arm.overrides and not arm.sample_overrides
+            continue
         base = _flat(ablation.RunConfig.from_dict(ablation.tomllib.loads((ROOT / "recipes" / arm.method / "bloodmnist_28.toml").read_text())).to_dict())
         cfg = _flat(ablation.arm_config(name, 1500).to_dict())
         changed = {k for k in cfg if cfg[k] != base[k]} - {"train.steps"}
