@@ -32,8 +32,13 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -214,6 +219,60 @@ def load_scores() -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(OUT.glob("*/step*.json"))]
 
 
+def power_law(steps, values, floor: float) -> tuple[float, float]:
+    """Least-squares fit, in log-log, of ``values - floor = a * steps ** -b``; returns (a, b).
+
+    steps, values: 1-D sequences of equal length (at least 2), every value above ``floor``."""
+    slope, intercept = np.polyfit(np.log(np.asarray(steps, float)), np.log(np.asarray(values, float) - floor), 1)
+    return float(np.exp(intercept)), float(-slope)
+
+
+def steps_to_reach(a: float, b: float, excess: float) -> float:
+    """The steps at which ``a * steps ** -b`` falls to ``excess`` (> 0); inf when the fit does not fall (b <= 0)."""
+    return (a / excess) ** (1 / b) if b > 0 else math.inf
+
+
+CURVE_ARMS, CURVE_FROM = ("cond_halfsum", "pfgmpp_d128"), 1500  # the budget curve's arms, and its first step (past the early stall)
+METRICS = {"fid": "FID", "domain": "domain FD"}
+
+
+def budget_section(scores: list[dict]) -> list[str]:
+    """The budget curve: each CURVE_ARMS arm's scores against steps (figure), a power law fitted to its points from
+    CURVE_FROM on, and the steps that law puts at 2x and 1.1x the real floor (an extrapolation, said as one)."""
+    curves = {arm: sorted((r for r in scores if r["arm"] == arm and r["step"] >= CURVE_FROM), key=lambda r: r["step"]) for arm in CURVE_ARMS}
+    curves = {arm: rows for arm, rows in curves.items() if len(rows) >= 3}
+    if not curves:
+        return []
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(10, 3.8))
+    lines = ["## Budget curve", "", f"Each arm's scores from step {CURVE_FROM} on, with the power law `score - floor = a * steps^-b` fitted in "
+             "log-log to them and what it extrapolates: the steps at which the law reaches 2x and 1.1x the real floor. An "
+             "extrapolation from a few points of one seed, read as an order of magnitude only.", "",
+             "| arm | metric | steps scored | last score | b | steps to 2x floor | steps to 1.1x floor |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for ax, (metric, label) in zip(axes, METRICS.items()):
+        floor = next(r[f"{metric}_floor"] for r in scores if f"{metric}_floor" in r)
+        for arm, rows in curves.items():
+            steps, values = [r["step"] for r in rows], [r[metric] for r in rows]
+            a, b = power_law(steps, values, floor)
+            ax.plot(steps, values, "o-", label=arm)
+            grid = np.geomspace(steps[0], steps[-1] * 2, 50)
+            ax.plot(grid, floor + a * grid ** -b, ":", color=ax.lines[-1].get_color())
+            reach = [f"{steps_to_reach(a, b, k * floor):,.0f}" for k in (1.0, 0.1)]
+            lines.append(f"| {arm} | {label} | {', '.join(map(str, steps))} | {values[-1]:.1f} | {b:.2f} | {reach[0]} | {reach[1]} |")
+        for r in scores:
+            if r["arm"].startswith("committed_"):
+                ax.plot(r["step"], r[metric], "s", label=r["arm"])
+        ax.axhline(floor, color="gray", ls="--", label="real floor")
+        ax.set(xscale="log", yscale="log", xlabel="training steps", ylabel=label, title=f"{label} against budget (dotted: fitted law)")
+        ticks = sorted({r["step"] for rows in curves.values() for r in rows})
+        ax.set_xticks(ticks, [f"{t:,}" for t in ticks], minor=False)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    axes[0].legend(fontsize=7)
+    figure = OUT / "budget_curve.png"
+    atomic_write(figure, lambda tmp: fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight"))
+    plt.close(fig)
+    return lines + ["", f"![budget curve]({figure.name})", ""]
+
+
 def write_page(scores: list[dict]) -> Path:
     """The ablation page: one row per (arm, step), the floor, and how each arm was made."""
     if not scores:
@@ -243,8 +302,9 @@ def write_page(scores: list[dict]) -> Path:
             f"| {r['arm']} | {r['change']} | {r['step']} | {r['domain']:.1f} | {fid} | {r['out_of_range']:.1%} | "
             f"{r['median_norm']:.1f} | {fidelity} | {train_s} |"
         )
+    lines += [""] + budget_section(scores)
     machines = sorted({r["machine"] for r in scores})
-    lines += ["", f"Machines: {'; '.join(machines)}. Threads and load per arm are in its JSON file.", ""]
+    lines += [f"Machines: {'; '.join(machines)}. Threads and load per arm are in its JSON file.", ""]
     lines += [f"![{r['arm']} step {r['step']}]({r['arm']}/step{r['step']}.png)" for r in rows]
     page = OUT / "README.md"
     atomic_write(page, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))

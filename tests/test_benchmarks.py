@@ -245,3 +245,15 @@ def test_high_frequency_share_is_zero_for_smooth_and_one_for_nyquist_images():
     assert spectrum.high_frequency_share(noise) == pytest.approx(bins_above, abs=0.01)
     blurred = ((noise.astype(np.float64) + np.roll(noise, 1, 1) + np.roll(noise, 1, 2) + np.roll(noise, (1, 1), (1, 2))) / 4).astype(np.uint8)
     assert spectrum.high_frequency_share(blurred) < bins_above - 0.2
+
+
+def test_budget_power_law_recovers_a_known_law_and_inverts_it():
+    """pfgm_ablation's extrapolation: a law sampled exactly is fitted back; steps_to_reach solves it in closed form."""
+    ablation = load_benchmark("pfgm_ablation")
+    floor, a, b = 29.8, 4.0e5, 0.9
+    steps = np.array([1500, 3000, 4500, 6000])
+    fit_a, fit_b = ablation.power_law(steps, floor + a * steps**-b, floor)
+    assert fit_a == pytest.approx(a, rel=1e-9) and fit_b == pytest.approx(b, rel=1e-9)
+    at = ablation.steps_to_reach(fit_a, fit_b, floor)  # excess = floor: the score is 2x the floor there
+    assert a * at**-b == pytest.approx(floor, rel=1e-9)
+    assert ablation.steps_to_reach(a, -0.1, floor) == float("inf")  # a law that does not fall never gets there
