@@ -12,7 +12,8 @@ official code was scored in issue 15: 400 images (labels in the training split's
 drawn by Euler with 100 steps uniform in ln z (PFGM++: Heun 18), compared class-agnostically with one fixed block of 400 test images, in the evaluation
 classifier's feature space (domain FD) and Inception's (FID); the real-vs-real floor is a second,
 disjoint block of 400 test images against the same block. Also kept: the fraction of raw pixel values
-outside [-1, 1] before clipping, the median sample norm (the data's is about 28.9) and the class
+outside [-1, 1] before clipping, the failed draws (samples with over a quarter of them outside: noise, not
+cells), the median sample norm (the data's is about 28.9) and the class
 fidelity (how often the evaluation classifier names the class asked for). Results go to
 ``reports/bloodmnist_28/pfgm_ablation/<arm>/step<k>.json`` (a picture of the samples beside each), then the
 page ``reports/bloodmnist_28/pfgm_ablation/README.md`` is rebuilt.
@@ -166,6 +167,15 @@ def sample_raw(run, labels: np.ndarray, seed: int = 0) -> tuple[torch.Tensor, in
     return torch.cat(parts), nfe, time.perf_counter() - t0
 
 
+FAILED_OUT_OF_RANGE = 0.25  # a drawn image with more of its raw pixel values outside [-1, 1] is noise, not a cell
+
+
+def failed_draws(raw: torch.Tensor) -> float:
+    """The fraction of samples (n, C, H, W), raw and unclipped, with over FAILED_OUT_OF_RANGE of their values
+    outside [-1, 1]: draws that ended as saturated noise (a real image has none; a drawn cell a few %)."""
+    return float(((raw.abs() > 1).flatten(1).float().mean(1) > FAILED_OUT_OF_RANGE).float().mean())
+
+
 def draw_samples(images: np.ndarray, labels: np.ndarray, path: Path, title: str) -> Path:
     """An arm's samples as a per-class grid, in the evaluation grids' format (8 a class, 80 dpi)."""
     return class_grid(images, labels, class_names("bloodmnist"), path, per_class=8, title=title, dpi=80)
@@ -194,6 +204,7 @@ def score_arm(name: str, run_dir: Path, spaces: list, classifier, train_split, t
         "train_seconds": last_log(run_dir).get("train_seconds"),
         "sampler": {"solver": SAMPLERS[run.cfg.method][0], "steps": SAMPLERS[run.cfg.method][1], "nfe": nfe, "n": N, "seconds": round(seconds, 1)},
         "out_of_range": float((raw.abs() > 1).float().mean()),
+        "failed_draws": failed_draws(raw),
         "median_norm": float(raw.flatten(1).norm(dim=1).median()),
         "class_fidelity": float((predict_proba(classifier, images).argmax(1) == labels).mean()) if run.cfg.conditional else None,
         "machine": machine(),
@@ -291,15 +302,16 @@ def write_page(scores: list[dict]) -> Path:
         + (f", FID {floor['fid_floor']:.1f}." if "fid_floor" in floor else "."),
         "The official PFGM (issue 15, same scoring): domain FD 26,328 at 450 steps and **73.4 at 1,500 steps**.",
         "",
-        "| arm | change | step | domain FD | FID | out of [-1, 1] | median norm | class fidelity | train s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| arm | change | step | domain FD | FID | out of [-1, 1] | failed draws | median norm | class fidelity | train s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         fid = f"{r['fid']:.1f}" if "fid" in r else "–"
         fidelity = f"{r['class_fidelity']:.2f}" if r.get("class_fidelity") is not None else "–"
         train_s = f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "–"
+        failed = f"{r['failed_draws']:.1%}" if "failed_draws" in r else "–"
         lines.append(
-            f"| {r['arm']} | {r['change']} | {r['step']} | {r['domain']:.1f} | {fid} | {r['out_of_range']:.1%} | "
+            f"| {r['arm']} | {r['change']} | {r['step']} | {r['domain']:.1f} | {fid} | {r['out_of_range']:.1%} | {failed} | "
             f"{r['median_norm']:.1f} | {fidelity} | {train_s} |"
         )
     lines += [""] + budget_section(scores)

@@ -257,3 +257,14 @@ def test_budget_power_law_recovers_a_known_law_and_inverts_it():
     at = ablation.steps_to_reach(fit_a, fit_b, floor)  # excess = floor: the score is 2x the floor there
     assert a * at**-b == pytest.approx(floor, rel=1e-9)
     assert ablation.steps_to_reach(a, -0.1, floor) == float("inf")  # a law that does not fall never gets there
+
+
+def test_failed_draws_counts_only_saturated_samples():
+    """A sample with over a quarter of its raw values outside [-1, 1] counts as failed; a cell-like one does not."""
+    ablation = load_benchmark("pfgm_ablation")
+    gen = torch.Generator().manual_seed(0)
+    cell = torch.rand(3, 3, 28, 28, generator=gen) * 1.8 - 0.9  # all inside
+    cell[0, 0, :5] = 3.0  # 140 of 2,352 values out: 6 %, still a cell
+    noise = torch.randn(1, 3, 28, 28, generator=gen) * 10  # ~92 % out
+    assert ablation.failed_draws(cell) == 0.0
+    assert ablation.failed_draws(torch.cat([cell, noise])) == pytest.approx(0.25)
