@@ -268,3 +268,5 @@ def test_failed_draws_counts_only_saturated_samples():
     noise = torch.randn(1, 3, 28, 28, generator=gen) * 10  # ~92 % out
     assert ablation.failed_draws(cell) == 0.0
     assert ablation.failed_draws(torch.cat([cell, noise])) == pytest.approx(0.25)
+    stand_ins = load_benchmark("fd_outliers").noise_draws(5, (3, 28, 28))  # fd_outliers' stand-ins for failed draws count as failed
+    assert stand_ins.shape == (5, 3, 28, 28) and ablation.failed_draws(stand_ins) == 1.0
