@@ -2,7 +2,8 @@
 
     python benchmarks/pfgm_ablation.py [--arms baseline,zw1,...] [--steps 1500[,3000,...]] [--page-only]
 
-Each arm is the BloodMNIST 28 px PFGM recipe (`recipes/pfgm/bloodmnist_28.toml`) with one change, trained
+Each arm is the BloodMNIST 28 px PFGM recipe as it was before issue 15 (`benchmarks/pfgm_ablation_base.toml`;
+`recipes/pfgm/` now holds the arm `cond_halfsum`'s settings) with one change, trained
 on the whole training split to each budget of ``--steps`` in turn and scored there (same seed for all; a
 killed run resumes from its last checkpoint, a finished one is extended by a larger budget, and a score
 that exists is kept). Sample-only arms reuse another arm's network with a different sampling constant;
@@ -135,9 +136,16 @@ def merged(base: dict, overrides: dict) -> dict:
     return out
 
 
+def base_recipe(method: str) -> dict:
+    """The recipe an arm of ``method`` changes: PFGM's as it was when the ablations ran (benchmarks/pfgm_ablation_base.toml;
+    issue 15 changed recipes/pfgm since), PFGM++'s from recipes/."""
+    path = Path(__file__).with_name("pfgm_ablation_base.toml") if method == "pfgm" else ROOT / "recipes" / method / "bloodmnist_28.toml"
+    return tomllib.loads(path.read_text())
+
+
 def arm_config(name: str, steps: int) -> RunConfig:
     arm = ARMS[name]
-    recipe = merged(tomllib.loads((ROOT / "recipes" / arm.method / "bloodmnist_28.toml").read_text()), arm.overrides)
+    recipe = merged(base_recipe(arm.method), arm.overrides)
     recipe["train"]["steps"] = steps
     return RunConfig.from_dict(recipe, source=f"arm {name}")
 
@@ -294,7 +302,7 @@ def write_page(scores: list[dict]) -> Path:
         "# PFGM (D = 1) ablations — BloodMNIST 28 px",
         "",
         "Made by `python benchmarks/pfgm_ablation.py` (see its docstring for the protocol). Each arm is the recipe",
-        "`recipes/pfgm/bloodmnist_28.toml` with one change — or, for the `off_*` arms, the official settings with one factor",
+        "`recipes/pfgm/bloodmnist_28.toml` as it was before this issue (`benchmarks/pfgm_ablation_base.toml`) with one change — or, for the `off_*` arms, the official settings with one factor",
         "put back to the recipe's value (leave-one-out: which factors the official run cannot do without) — trained on the",
         "whole training split with seed 0 and scored with",
         f"{N} samples (PFGM: Euler 100, uniform in ln z; PFGM++: Heun 18) against one fixed block of {N} test images, class-agnostic.",

@@ -181,11 +181,14 @@ def test_every_pfgm_ablation_arm_changes_only_what_it_names():
             assert json.loads((run / "config.json").read_text())["method"] == arm.method and (run / "ema.safetensors").is_file()
             assert not arm.overrides and not arm.sample_overrides
             continue
-        base = _flat(ablation.RunConfig.from_dict(ablation.tomllib.loads((ROOT / "recipes" / arm.method / "bloodmnist_28.toml").read_text())).to_dict())
+        base = _flat(ablation.RunConfig.from_dict(ablation.base_recipe(arm.method)).to_dict())
         cfg = _flat(ablation.arm_config(name, 1500).to_dict())
         changed = {k for k in cfg if cfg[k] != base[k]} - {"train.steps"}
         assert changed == set(_flat(arm.overrides)), name  # an override that names no field, or repeats the recipe, fails
         assert cfg["train.steps"] == 1500
+    recipe = _flat(ablation.RunConfig.from_dict(ablation.tomllib.loads((ROOT / "recipes" / "pfgm" / "bloodmnist_28.toml").read_text())).to_dict())
+    candidate = _flat(ablation.arm_config("cond_halfsum", 1500).to_dict())
+    assert {k for k in recipe if recipe[k] != candidate[k]} == {"train.steps"}  # the PFGM recipe is the measured candidate
 
 
 def test_killed_training_resumes_bit_for_bit(tmp_path, data_root):
