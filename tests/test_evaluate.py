@@ -196,6 +196,10 @@ def test_evaluate_and_report_end_to_end(capsys, tmp_path, data_root):
     cost = json.loads((reports / "bloodmnist_28" / "sampling_cost.json").read_text())["ms_per_image_nfe"]["pfgm"]
     assert cost > 0 and run_cli(capsys, "report", "--dataset", "bloodmnist", "--reports", str(reports))[0] == 0
     assert f"| 4 | {record['subject']['seconds_per_image']:.2f} (b) | {4 * cost / 1e3:.2f} |" in page.read_text()
+    (reports / "bloodmnist_28" / "READING.md").write_text("Use pfgm with euler 4.\n")  # hand-written, kept across rebuilds
+    assert run_cli(capsys, "report", "--dataset", "bloodmnist", "--reports", str(reports))[0] == 0
+    text = page.read_text()
+    assert text.index("## Reading") < text.index("Use pfgm with euler 4.") < text.index("## Overall")
 
 
 @pytest.mark.parametrize(

@@ -285,6 +285,13 @@ def machine_letters(records: list[dict]) -> dict[str, str]:
     return {m: chr(ord("a") + i) for i, m in enumerate(machines)}
 
 
+def reading_section(folder: Path) -> list[str]:
+    """The page's hand-written reading — which model to use for what, in plain words — from READING.md beside
+    the page, so that it survives every rebuild; nothing when there is none."""
+    path = folder / "READING.md"
+    return ["## Reading (hand-written: READING.md)", "", path.read_text().strip(), ""] if path.is_file() else []
+
+
 def overall_notes(records: list[dict], machines: dict[str, str], cost: dict | None) -> list[str]:
     """The bullet lines under the overall table: how to read its times, and what a metric left out."""
     lines = []
@@ -375,6 +382,7 @@ def build_report(folder: str | Path) -> Path:
     lines += [f"Measured on: {measured_on}. Every number is the mean ± std over {setup['repeats']} draws of the real reference "
               f"({sum(setup['counts'])} images in the training split's class proportions: {setup['counts']}). Lower is better except "
               f"precision, recall, density, coverage and class fidelity. ⚠ marks a metric that fails the validity ladder below.", ""]
+    lines += reading_section(folder)
     if records:
         floor = {}
         for r in records:  # spaces added later (FID) may be in some files only
