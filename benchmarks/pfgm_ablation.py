@@ -273,7 +273,7 @@ def budget_section(scores: list[dict]) -> list[str]:
         for arm, rows in curves.items():
             steps, values = [r["step"] for r in rows], [r[metric] for r in rows]
             ax.plot(steps, values, "o-", label=arm)
-            fit = [(s, v) for s, v in zip(steps, values) if s >= FIT_FROM]
+            fit = [(s, v) for s, v in zip(steps, values) if s >= FIT_FROM and v > floor]  # the law needs a positive excess
             b, reach = "–", ["–", "–"]
             if len(fit) >= 3:
                 a, b = power_law(*zip(*fit), floor)
