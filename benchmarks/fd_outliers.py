@@ -46,6 +46,7 @@ def main() -> None:
     spaces, _ = build_spaces(["fid"], classifier, None, device)
     reference, block = real_blocks(test)
     h, w, c = block.shape[1:]
+    reference_features = {space.name: cached_features(space, reference) for space in spaces}
     rows = []
     for k in (int(v) for v in args.k.split(",")):
         images = block.copy()
@@ -53,7 +54,7 @@ def main() -> None:
             images[:k] = to_uint8(noise_draws(k, (c, h, w)))
         row = {"noise_images": k, "of": len(images)}
         for space in spaces:
-            row[space.name] = space.distance(cached_features(space, reference), space.extract(images))
+            row[space.name] = space.distance(reference_features[space.name], space.extract(images))
         rows.append(row)
         print(row, flush=True)
     write_json(args.out, {"rows": rows, "machine": machine(), "threads": torch.get_num_threads()})

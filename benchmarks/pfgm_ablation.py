@@ -34,12 +34,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -49,7 +45,7 @@ from medpfgm.data import class_names, load_split, to_uint8  # noqa: E402
 from medpfgm.evaluate.evaluate import cached_features  # noqa: E402
 from medpfgm.evaluate.pipeline import build_spaces, checked_classifier, machine  # noqa: E402
 from medpfgm.evaluate.protocol import stratified_counts  # noqa: E402
-from medpfgm.figures import class_grid  # noqa: E402
+from medpfgm.figures import _save, class_grid  # noqa: E402
 from medpfgm.io import atomic_write, write_json  # noqa: E402
 from medpfgm.run import load_run  # noqa: E402
 from medpfgm.sample import batch_generator, solve  # noqa: E402
@@ -262,36 +258,36 @@ def budget_section(scores: list[dict]) -> list[str]:
     curves = {arm: rows for arm, rows in curves.items() if len(rows) >= 2}
     if not curves:
         return []
+    import matplotlib.pyplot as plt  # after medpfgm.figures has chosen the Agg backend
+
     fig, axes = plt.subplots(1, len(METRICS), figsize=(10, 3.8))
     lines = ["## Budget curve", "", f"Each arm's scores from step {CURVE_FROM} on; where an arm has three or more from step {FIT_FROM} on (past "
              "the early fast fall), the power law `score - floor = a * steps^-b` fitted in log-log to those, and the steps at which "
              "it reaches 2x and 1.1x the real floor. An extrapolation from a few points of one seed: an order of magnitude only, "
              "and for PFGM's domain FD, which jumps with its few failed draws, not even that.", "",
              "| arm | metric | steps scored | scores | b (fitted) | steps to 2x floor | steps to 1.1x floor |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    committed = [r for r in scores if r["arm"] in ARMS and ARMS[r["arm"]].committed]
+    ticks = sorted({r["step"] for rows in curves.values() for r in rows})
     for ax, (metric, label) in zip(axes, METRICS.items()):
         floor = next(r[f"{metric}_floor"] for r in scores if f"{metric}_floor" in r)
         for arm, rows in curves.items():
             steps, values = [r["step"] for r in rows], [r[metric] for r in rows]
             ax.plot(steps, values, "o-", label=arm)
             fit = [(s, v) for s, v in zip(steps, values) if s >= FIT_FROM and v > floor]  # the law needs a positive excess
-            b, reach = "–", ["–", "–"]
+            cells = ["–", "–", "–"]  # b, steps to 2x floor, steps to 1.1x floor
             if len(fit) >= 3:
                 a, b = power_law(*zip(*fit), floor)
                 grid = np.geomspace(fit[0][0], steps[-1] * 2, 50)
                 ax.plot(grid, floor + a * grid**-b, ":", color=ax.lines[-1].get_color())
-                reach, b = [f"{steps_to_reach(a, b, k * floor):,.0f}" for k in (1.0, 0.1)], f"{b:.2f}"
-            lines.append(f"| {arm} | {label} | {', '.join(map(str, steps))} | {', '.join(f'{v:.1f}' for v in values)} | {b} | {reach[0]} | {reach[1]} |")
-        for r in scores:
-            if r["arm"].startswith("committed_"):
-                ax.plot(r["step"], r[metric], "s", label=r["arm"])
+                cells = [f"{b:.2f}"] + [f"{steps_to_reach(a, b, k * floor):,.0f}" for k in (1.0, 0.1)]
+            lines.append(f"| {arm} | {label} | {', '.join(map(str, steps))} | {', '.join(f'{v:.1f}' for v in values)} | {' | '.join(cells)} |")
+        for r in committed:
+            ax.plot(r["step"], r[metric], "s", label=r["arm"])
         ax.axhline(floor, color="gray", ls="--", label="real floor")
         ax.set(yscale="log", xlabel="training steps", ylabel=label, title=f"{label} against budget (dotted: fitted law)")
-        ticks = sorted({r["step"] for rows in curves.values() for r in rows})
         ax.set_xticks(ticks, [f"{t:,}" for t in ticks], fontsize=7)
     axes[0].legend(fontsize=7)
-    figure = OUT / "budget_curve.png"
-    atomic_write(figure, lambda tmp: fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight"))
-    plt.close(fig)
+    figure = _save(fig, OUT / "budget_curve.png", dpi=100)
     return lines + ["", f"![budget curve]({figure.name})", ""]
 
 
