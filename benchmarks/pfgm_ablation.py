@@ -45,6 +45,7 @@ from medpfgm.data import class_names, load_split, to_uint8  # noqa: E402
 from medpfgm.evaluate.evaluate import cached_features  # noqa: E402
 from medpfgm.evaluate.pipeline import build_spaces, checked_classifier, machine  # noqa: E402
 from medpfgm.evaluate.protocol import stratified_counts  # noqa: E402
+from medpfgm.evaluate.report import reading_section  # noqa: E402
 from medpfgm.figures import _save, class_grid  # noqa: E402
 from medpfgm.io import atomic_write, write_json  # noqa: E402
 from medpfgm.run import load_run  # noqa: E402
@@ -308,6 +309,9 @@ def write_page(scores: list[dict]) -> Path:
         f"Real-vs-real floor (a disjoint block of {N} test images): domain FD {floor['domain_floor']:.2f}"
         + (f", FID {floor['fid_floor']:.1f}." if "fid_floor" in floor else "."),
         "The official PFGM (issue 15, same scoring): domain FD 26,328 at 450 steps and **73.4 at 1,500 steps**.",
+        "",
+        *reading_section(OUT),
+        "## Arms",
         "",
         "| arm | change | step | domain FD | FID | out of [-1, 1] | failed draws | median norm | class fidelity | train s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
