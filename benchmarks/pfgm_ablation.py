@@ -40,7 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medpfgm.classifier import predict_proba  # noqa: E402
-from medpfgm.config import RunConfig  # noqa: E402
+from medpfgm.config import RunConfig, default_recipe  # noqa: E402
 from medpfgm.data import class_names, load_split, to_uint8  # noqa: E402
 from medpfgm.evaluate.evaluate import cached_features  # noqa: E402
 from medpfgm.evaluate.pipeline import build_spaces, checked_classifier, machine  # noqa: E402
@@ -135,7 +135,7 @@ def merged(base: dict, overrides: dict) -> dict:
 def base_recipe(method: str) -> dict:
     """The recipe an arm of ``method`` changes: PFGM's as it was when the ablations ran (benchmarks/pfgm_ablation_base.toml;
     issue 15 changed recipes/pfgm since), PFGM++'s from recipes/."""
-    path = Path(__file__).with_name("pfgm_ablation_base.toml") if method == "pfgm" else ROOT / "recipes" / method / "bloodmnist_28.toml"
+    path = Path(__file__).with_name("pfgm_ablation_base.toml") if method == "pfgm" else default_recipe(method, "bloodmnist", 28)
     return tomllib.loads(path.read_text())
 
 

@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
+from medpfgm.config import default_recipe, load_recipe
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -186,7 +188,7 @@ def test_every_pfgm_ablation_arm_changes_only_what_it_names():
         changed = {k for k in cfg if cfg[k] != base[k]} - {"train.steps"}
         assert changed == set(_flat(arm.overrides)), name  # an override that names no field, or repeats the recipe, fails
         assert cfg["train.steps"] == 1500
-    recipe = _flat(ablation.RunConfig.from_dict(ablation.tomllib.loads((ROOT / "recipes" / "pfgm" / "bloodmnist_28.toml").read_text())).to_dict())
+    recipe = _flat(load_recipe(default_recipe("pfgm", "bloodmnist", 28)).to_dict())
     candidate = _flat(ablation.arm_config("cond_halfsum", 1500).to_dict())
     assert {k for k in recipe if recipe[k] != candidate[k]} == {"train.steps"}  # the PFGM recipe is the measured candidate
 
