@@ -57,17 +57,21 @@ def run(*args: str) -> None:
         sys.exit(f"step failed: medpfgm {' '.join(args)}")
 
 
-def parse_fill(item: str) -> tuple[str, str, dict]:
-    """NAME=RUN[@SOLVER:STEPS[:bf16]] -> (name, run folder, sampler settings: {} for the recipe's, else solver
-    and steps, and precision "bfloat16" when the network is to run in bf16 autocast)."""
+def parse_fill(item: str) -> tuple[str, str, dict, list[str]]:
+    """NAME=RUN[@SOLVER:STEPS[:bf16][:VARIANT…]] -> (name, run folder, sampler settings, fill-file variants).
+    Sampler settings: {} for the recipe's, else solver and steps, and precision "bfloat16" when the network is to
+    run in bf16 autocast. VARIANTs (frac<p>, filter<q>, guide<w>) make this fill's file differently, so that a
+    guided or filtered fill can be a fill of its own (its own sampler, its own train-on-synthetic twin)."""
     name, _, rest = item.partition("=")
     run_dir, _, sampler = rest.partition("@")
-    solver, _, steps = sampler.partition(":")
-    steps, _, precision = steps.partition(":")
-    if not name or not run_dir or (steps and not steps.isdigit()) or precision not in ("", "bf16"):
-        sys.exit(f"--fill wants NAME=RUN[@SOLVER:STEPS[:bf16]], got '{item}'")
+    solver, _, tail = sampler.partition(":")
+    steps, *options = tail.split(":")
+    made = [o for o in options if o != "bf16"]
+    if not name or not run_dir or (steps and not steps.isdigit()) or options.count("bf16") > 1 or any(not o or o.startswith(("classical", "weight")) for o in made):
+        sys.exit(f"--fill wants NAME=RUN[@SOLVER:STEPS[:bf16][:frac<p>|filter<q>|guide<w>]] (classical and weight are --variants), got '{item}'")
     settings = {"solver": solver} if solver else {}
-    return name, run_dir, settings | ({"steps": int(steps)} if steps else {}) | ({"precision": "bfloat16"} if precision else {})
+    settings |= ({"steps": int(steps)} if steps else {}) | ({"precision": "bfloat16"} if "bf16" in options else {})
+    return name, run_dir, settings, made
 
 
 def sampler_args(sampler: dict) -> list[str]:
@@ -203,6 +207,15 @@ def fill_variant(variant: str, out: Path) -> tuple[list[str], list[str], dict]:
     sys.exit(f"unknown fill variant '{variant}'; use classical, frac<percent>, weight<w>, filter<q> or guide<w>")
 
 
+def own_variants(made: list[str], out: Path) -> tuple[list[str], list[str], dict]:
+    """A fill's own file variants (``parse_fill``) merged: (augment arguments, [], what its provenance must say)."""
+    augment_args, expected = [], {}
+    for variant in made:
+        a, _, e = fill_variant(variant, out)
+        augment_args, expected = augment_args + a, expected | e
+    return augment_args, [], expected
+
+
 def variants(lt_file: Path, fills: dict[str, Path], with_full: bool, extra: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
     """Variant name -> the classify arguments that define its training data and recipe; ``extra``: the fill
     variants' names and arguments."""
@@ -309,7 +322,8 @@ def main() -> None:
     p.add_argument("--dataset", default="bloodmnist")
     p.add_argument("--size", type=int, default=28)
     p.add_argument("--ratio", type=float, help="imbalance ratio; omit to use the dataset as it is")
-    p.add_argument("--fill", action="append", default=[], help="NAME=RUN[@SOLVER:STEPS[:bf16]]: a generative run trained on OUT/data and its sampler (default: the run's recipe; bf16: the network in bfloat16 autocast)")
+    p.add_argument("--fill", action="append", default=[], help="NAME=RUN[@SOLVER:STEPS[:bf16][:VARIANT…]]: a generative run trained on OUT/data and its sampler "
+                   "(default: the run's recipe; bf16: the network in bfloat16 autocast; VARIANT: frac<p>, filter<q> or guide<w>, how this fill's file is made)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=300, help="classifier optimizer steps, the same for every variant")
     p.add_argument("--target", default="balanced", help="augment's fill target: balanced (up to the largest class) or N images per class")
@@ -331,8 +345,8 @@ def main() -> None:
 
     fill_items = [parse_fill(item) for item in args.fill]
     fill_variants = [v for v in args.variants.split(",") if v]
-    varied = {name for name, _, _ in fill_items if args.vary is None or name in args.vary.split(",")}
-    unvaried = {f"{kind}_{name}" for name, _, _ in fill_items if name not in varied for kind in ("fill", "tstr")}  # no converged twin: it would remake their fills
+    varied = {name for name, *_ in fill_items if args.vary is None or name in args.vary.split(",")}
+    unvaried = {f"{kind}_{name}" for name, *_ in fill_items if name not in varied for kind in ("fill", "tstr")}  # no converged twin: it would remake their fills
 
     def classify(name: str, extra: list[str]) -> None:
         """Every seed of one variant: at the equal step budget, and converged (as <name>_conv) when asked."""
@@ -345,18 +359,19 @@ def main() -> None:
                     run("classify", "--dataset", args.dataset, "--size", str(args.size), "--out", str(classifier_dir(out, variant, seed)), *budget, "--seed", str(seed), "--quiet", *extra, *common)
 
     filter_source = classifier_dir(out, "real", 0)
-    if any(v.startswith("filter") for v in fill_variants) and not (filter_source / "classifier.pt").is_file():
+    if any(v.startswith("filter") for v in [*fill_variants, *(m for *_, made in fill_items for m in made)]) and not (filter_source / "classifier.pt").is_file():
         (filter_source / "classifier.json").unlink(missing_ok=True)  # weights are not kept in git: train it again (same seed)
     real_plan = variants(lt_file, {}, with_full=False)
     for name, extra in real_plan.items():  # first: the filter variants need the real-only classifier
         classify(name, extra)
     fills, extra_plan = {}, {}
-    for name, run_dir, sampler in fill_items:
+    for name, run_dir, sampler, made in fill_items:
+        own = own_variants(made, out)  # how this fill's own file is made (a guided or filtered fill)
         files: dict[Path, tuple[list[str], dict, list[str]]] = {}  # fill file -> (augment args, provenance asked, its variants)
         twins = ["", "_conv"] if args.converged and name in varied else [""]  # the classifiers of a variant: equal steps, and converged
         for variant in ["", *(fill_variants if name in varied else [])]:
-            augment_args, classify_args, expected = fill_variant(variant, out) if variant else ([], [], {})
-            path = out / f"fill_{name}_{variant}.npz" if augment_args else out / f"fill_{name}.npz"
+            augment_args, classify_args, expected = fill_variant(variant, out) if variant else own
+            path = out / f"fill_{name}_{variant}.npz" if variant and augment_args else out / f"fill_{name}.npz"
             users = [f"fill_{name}_{variant}"] if variant else [f"fill_{name}", f"tstr_{name}"]
             files.setdefault(path, (augment_args, expected, []))[2].extend(u + t for u in users for t in twins)
             if variant:
@@ -374,9 +389,9 @@ def main() -> None:
         classify(name, extra)
     quality = {}  # classifier variant -> its fill model's evaluation record
     if args.quality:
-        for name, run_dir, sampler in fill_items:
+        for name, run_dir, sampler, made in fill_items:
             guided = {f"fill_{name}_{v}": float(v[5:]) for v in fill_variants if v.startswith("guide") and f"fill_{name}_{v}" in plan}
-            for variant, guidance in {f"fill_{name}": 0.0, **guided}.items():
+            for variant, guidance in {f"fill_{name}": own_variants(made, out)[2].get("guidance", 0.0), **guided}.items():
                 quality[variant] = quality_record(out, run_dir, sampler, guidance) or score_fill_model(out, run_dir, sampler, guidance, args.dataset, args.size, common)
     if args.converged:
         plan = {**plan, **{f"{name}_conv": extra for name, extra in plan.items() if name not in unvaried}}

@@ -84,17 +84,23 @@ def test_converged_fills_are_compared_with_converged_baselines(bench):
     assert "+0.100 vs resample (gain)" in plain and "-0.100 vs resample_conv (loss)" in conv
 
 
-def test_a_fill_argument_names_a_run_and_optionally_its_sampler(bench):
-    assert bench.parse_fill("p=runs/a@heun:18") == ("p", "runs/a", {"solver": "heun", "steps": 18})
-    assert bench.parse_fill("p=runs/a@rk45") == ("p", "runs/a", {"solver": "rk45"})
-    assert bench.parse_fill("p=runs/a") == ("p", "runs/a", {})
+def test_a_fill_argument_names_a_run_and_optionally_its_sampler(bench, tmp_path):
+    assert bench.parse_fill("p=runs/a@heun:18") == ("p", "runs/a", {"solver": "heun", "steps": 18}, [])
+    assert bench.parse_fill("p=runs/a@rk45") == ("p", "runs/a", {"solver": "rk45"}, [])
+    assert bench.parse_fill("p=runs/a") == ("p", "runs/a", {}, [])
     assert bench.sampler_args({"solver": "heun", "steps": 18}) == ["--solver", "heun", "--steps", "18"]
     bf16 = bench.parse_fill("p=runs/a@heun:18:bf16")
-    assert bf16 == ("p", "runs/a", {"solver": "heun", "steps": 18, "precision": "bfloat16"})
+    assert bf16 == ("p", "runs/a", {"solver": "heun", "steps": 18, "precision": "bfloat16"}, [])
     assert bench.sampler_args(bf16[2]) == ["--solver", "heun", "--steps", "18", "--bf16"]
-    for bad in ("runs/a@heun:18", "p=", "p=runs/a@heun:many", "p=runs/a@heun:18:fp8"):
+    guided = bench.parse_fill("g=runs/a@heun:18:bf16:guide1:frac50")  # a fill file of its own making
+    assert guided[2] == bf16[2] and guided[3] == ["guide1", "frac50"]
+    assert bench.own_variants(guided[3], tmp_path) == (["--guidance", "1", "--fill-fraction", "0.5"], [], {"guidance": 1.0, "fill_fraction": 0.5})
+    assert bench.own_variants([], tmp_path) == ([], [], {})
+    for bad in ("runs/a@heun:18", "p=", "p=runs/a@heun:many", "p=runs/a@heun:18:bf16:bf16", "p=runs/a@heun:18:weight0.5", "p=runs/a@heun:18::guide1"):
         with pytest.raises(SystemExit, match="--fill wants NAME=RUN"):
             bench.parse_fill(bad)
+    with pytest.raises(SystemExit, match="unknown fill variant 'fp8'"):
+        bench.own_variants(bench.parse_fill("p=runs/a@heun:18:fp8")[3], tmp_path)
 
 
 def test_a_fill_is_made_only_while_a_classifier_needs_it(bench, tmp_path):
