@@ -47,6 +47,7 @@ from medpfgm.cli import main as medpfgm  # noqa: E402
 from medpfgm.data import class_names, data_file  # noqa: E402
 from medpfgm.figures import _save, class_grid  # noqa: E402
 from medpfgm.io import atomic_write  # noqa: E402
+from medpfgm.run import training_seconds  # noqa: E402
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
 
@@ -153,26 +154,44 @@ def score_fill_model(out: Path, run_dir: str, sampler: dict, guidance: float, da
     return quality_record(out, run_dir, sampler, guidance)
 
 
-def quality_lines(quality: dict[str, dict], summary: pd.DataFrame) -> list[str]:
-    """The fill models' image quality beside the downstream effect of their fills, one row per fill."""
+def fill_cost(out: Path, variant: str, record: dict) -> str:
+    """CPU hours a fill cost: its model's training (to the fill's step) + drawing the fill, as "T + S".
+    Drawing is the fill's recorded sampling time, else (fills made before it was recorded) estimated from the
+    quality evaluation's seconds per image times the images drawn, marked ≈."""
+    made = read_provenance(out / f"{variant}.npz") or {}
+    train = training_seconds(made["run"], made.get("run_step")) if "run" in made else None
+    if made.get("sampling_seconds") is not None:
+        drawing = f"{made['sampling_seconds'] / 3600:.2f}"
+    elif made:
+        drawn = sum(made["filter"]["drawn"]) if made.get("filter") else made["synthetic"]
+        drawing = f"≈{drawn * record['subject']['seconds_per_image'] / 3600:.2f}"
+    else:
+        drawing = "–"
+    return f"{train / 3600:.1f} + {drawing}" if train is not None else f"– + {drawing}"
+
+
+def quality_lines(quality: dict[str, dict], summary: pd.DataFrame, out: Path) -> list[str]:
+    """The fill models' image quality beside the downstream effect of their fills and their cost, one row per fill."""
     if not quality:
         return []
     lines = ["## Fill quality beside its downstream effect", "",
              "Each fill's model at the fill's sampler, scored as the dataset pages score models: 400 images against as many "
              "class-matched images of the full official training split (mean of 5 reference draws; floor: test vs train at the same n), "
              "and the memorization audit (share of synthetic images closer to a training image than 99 % of test images are; "
-             "honest generators sit near 1 %; worst class in brackets). Does a better FID give a better classifier?", "",
-             "| fill | model (step) | sampler | FID (floor) | domain FD (floor) | class fidelity (floor) | memorized: pixels / domain (worst class) | balanced accuracy | macro-F1 |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "honest generators sit near 1 %; worst class in brackets). Does a better FID give a better classifier? "
+             "Cost: CPU hours of training the fill's model + drawing the fill (one thread; ≈: estimated from the evaluation's time per image).", "",
+             "| fill | model (step) | sampler | FID (floor) | domain FD (floor) | class fidelity (floor) | memorized: pixels / domain (worst class) | balanced accuracy | macro-F1 | cost, CPU h |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for variant, r in quality.items():
         s, f, subject, m = r["score"], r["floor"], r["subject"], r["memorization"]
         worst = {space: max(m[space]["flagged_per_class"].values()) for space in ("pixel", "domain")}
         row = summary.loc[variant] if variant in summary.index else None
         downstream = [f"{row[(k, 'mean')]:.3f} ± {row[(k, 'std')]:.3f}" if row is not None else "–" for k in ("balanced_accuracy", "macro_f1")]
-        lines.append(f"| {variant} | {subject['label']} ({subject['step']}) | {subject['setting']} ({subject['nfe']:.0f} NFE) | "
+        precision = ", bf16" if subject.get("precision") == "bfloat16" else ""
+        lines.append(f"| {variant} | {subject['label']} ({subject['step']}) | {subject['setting']} ({subject['nfe']:.0f} NFE{precision}) | "
                      f"{s['fid']['fd']['mean']:.1f} ({f['fid']['fd']['mean']:.1f}) | {s['domain']['fd']['mean']:.2f} ({f['domain']['fd']['mean']:.2f}) | "
                      f"{s['class_fidelity']['accuracy']:.3f} ({f['class_fidelity']['accuracy']:.3f}) | "
-                     f"{m['pixel']['flagged']:.1%} / {m['domain']['flagged']:.1%} ({worst['pixel']:.1%} / {worst['domain']:.1%}) | " + " | ".join(downstream) + " |")  # fmt: skip
+                     f"{m['pixel']['flagged']:.1%} / {m['domain']['flagged']:.1%} ({worst['pixel']:.1%} / {worst['domain']:.1%}) | " + " | ".join(downstream) + f" | {fill_cost(out, variant, r)} |")  # fmt: skip
     lines += ["", "Closest synthetic / training pairs of each fill model (pixel distance; is any a copy of a patient's image?):", ""]
     lines += [f"![{variant} pairs](quality/{r['setup']['dataset']}_{r['setup']['size']}/{r['memorization']['figure']})"
               for variant, r in quality.items() if r["memorization"].get("figure")]  # fmt: skip
@@ -293,7 +312,7 @@ def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_cou
         n, seconds = int(rows.train_images.iloc[0]), float(rows.cpu_seconds.mean())
         lines.append(f"| {variant} | {n} | {seconds:.0f} | " + " | ".join(f"{row[(m, 'mean')]:.3f} ± {row[(m, 'std')]:.3f}" for m in columns) + " |")
     lines += ["", "## Synthetic fill against the real-data baselines", "", *verdicts(summary, len(names)), ""]
-    lines += quality_lines(quality or {}, summary)
+    lines += quality_lines(quality or {}, summary, out)
     lines += filter_lines(out, names)
     recall = df.groupby("variant", sort=False)["recall"].apply(lambda r: np.mean(np.stack(r.to_list()), axis=0))
     import matplotlib.pyplot as plt

@@ -48,7 +48,7 @@ from medpfgm.evaluate.protocol import stratified_counts  # noqa: E402
 from medpfgm.evaluate.report import reading_section  # noqa: E402
 from medpfgm.figures import _save, class_grid  # noqa: E402
 from medpfgm.io import atomic_write, write_json  # noqa: E402
-from medpfgm.run import load_run  # noqa: E402
+from medpfgm.run import load_run, training_seconds  # noqa: E402
 from medpfgm.sample import batch_generator, solve  # noqa: E402
 from medpfgm.train import train  # noqa: E402
 
@@ -205,7 +205,7 @@ def score_arm(name: str, run_dir: Path, spaces: list, classifier, train_split, t
         "sample_overrides": arm.sample_overrides,
         "run": str(run_dir.relative_to(ROOT)),
         "step": run.step,
-        "train_seconds": last_log(run_dir).get("train_seconds"),
+        "train_seconds": training_seconds(run_dir, run.step),
         "sampler": {"solver": SAMPLERS[run.cfg.method][0], "steps": SAMPLERS[run.cfg.method][1], "nfe": nfe, "n": N, "seconds": round(seconds, 1)},
         "out_of_range": float((raw.abs() > 1).float().mean()),
         "failed_draws": failed_draws(raw),
@@ -223,11 +223,6 @@ def score_arm(name: str, run_dir: Path, spaces: list, classifier, train_split, t
     draw_samples(images, labels, out.with_suffix(".png"), f"{name}, step {run.step}, {' '.join(map(str, SAMPLERS[run.cfg.method]))}")
     print(f"{name} step {run.step}: domain FD {record['domain']:.1f}, FID {record.get('fid', math.nan):.1f}, out of range {record['out_of_range']:.1%}", flush=True)
     return out
-
-
-def last_log(run_dir: Path) -> dict:
-    lines = (run_dir / "log.jsonl").read_text().splitlines() if (run_dir / "log.jsonl").is_file() else []
-    return json.loads(lines[-1]) if lines else {}
 
 
 def load_scores() -> list[dict]:

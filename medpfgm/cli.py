@@ -6,6 +6,7 @@ import dataclasses
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import click
@@ -510,6 +511,7 @@ def augment(run_dir, target, out, solver, steps, batch_size, fill_fraction, filt
     )[0]  # fmt: skip
     provenance = {"made_by": "medpfgm augment", "run": str(run_dir), "run_step": run.step, "solver": solver, "steps": steps or sc.steps, "seed": seed,
                   "guidance": variant.guidance, "project": variant.project, "precision": variant.precision, "target": target, "fill_fraction": fill_fraction}  # fmt: skip
+    started = time.perf_counter()
     if filter_dir and missing.any():
         from medpfgm.augment import check_filter_classifier, filtered_fill
         from medpfgm.classifier import load_classifier
@@ -526,6 +528,7 @@ def augment(run_dir, target, out, solver, steps, batch_size, fill_fraction, filt
     if not ctx.main:
         return
     filled = np.bincount(synth_labels, minlength=len(missing)).tolist()
+    provenance["sampling_seconds"] = time.perf_counter() - started  # of this process (a resumed fill: since the resume)
     path = write_augmented(source, cfg.dataset, cfg.size, images, synth_labels, out, {**provenance, "filled": filled})
     click.echo(f"wrote {path}: {len(synth_labels)} synthetic images, per class {filled}" + (f" (gap {missing.tolist()})" if filled != missing.tolist() else ""))
 

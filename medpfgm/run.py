@@ -158,3 +158,12 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedR
 
 def read_config(run_dir: str | Path) -> RunConfig:
     return read_run_config(run_dir)
+
+
+def training_seconds(run_dir: str | Path, step: int | None = None) -> float | None:
+    """Seconds of training the run's log records up to ``step`` (its last logged step at or before it; default:
+    the last logged step), or None when the log has none (a run without ``log.jsonl``)."""
+    log = RunPaths(Path(run_dir)).log
+    lines = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    seconds = [r["train_seconds"] for r in lines if "train_seconds" in r and (step is None or r.get("step", 0) <= step)]
+    return float(seconds[-1]) if seconds else None

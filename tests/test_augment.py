@@ -69,6 +69,7 @@ def test_longtail_then_augment_round_trip_through_the_loaders(capsys, tmp_path, 
     assert code == 2 and "was trained on" in err and "[" in err and not (tmp_path / "leak.npz").exists()  # the full set is not what it saw
     provenance = json.loads((tmp_path / "aug.npz.provenance.json").read_text())
     assert provenance["filled"] == np.maximum(60 - before, 0).tolist()
+    assert 0 < provenance["sampling_seconds"] < 600  # the fill's cost, for the benchmark pages
 
     for extra in ([], ["--synthetic-only", "--balanced", "--augment", "--reweight"]):
         code, out, err = run_cli(capsys, "classify", "--dataset", "retinamnist", "--train-file", str(out_file), *extra, "--epochs", "1", "--width", "4", "--out", str(tmp_path / "clf"), "--quiet", "--device", "cpu")

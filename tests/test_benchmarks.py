@@ -129,6 +129,25 @@ def test_a_fill_models_score_is_found_by_run_sampler_and_guidance(bench, tmp_pat
     for run, sampler, guidance in (("runs/b", {}, 0.0), ("runs/a", {"steps": 10}, 0.0), ("runs/a", {"solver": "euler"}, 0.0), ("runs/a", {}, 2.0)):
         assert bench.quality_record(tmp_path, run, sampler, guidance) is None
 
+def test_a_fills_cost_is_its_models_training_to_the_fill_step_and_its_drawing(bench, tmp_path):
+    from medpfgm.run import training_seconds
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert training_seconds(run) is None  # no log: no claim
+    (run / "log.jsonl").write_text("\n".join(json.dumps({"step": s, "train_seconds": 1800.0 * s / 10}) for s in (10, 20, 30)))
+    assert training_seconds(run) == 5400.0 and training_seconds(run, 25) == 3600.0
+    record = {"subject": {"seconds_per_image": 0.36}}
+    made = {"run": str(run), "run_step": 20, "synthetic": 1000}
+    (tmp_path / "fill_a.npz.provenance.json").write_text(json.dumps(made | {"sampling_seconds": 720.0}))
+    (tmp_path / "fill_b.npz.provenance.json").write_text(json.dumps(made))  # made before sampling time was recorded
+    (tmp_path / "fill_c.npz.provenance.json").write_text(json.dumps(made | {"filter": {"drawn": [2000, 1000], "kept": [600, 400]}}))
+    assert bench.fill_cost(tmp_path, "fill_a", record) == "1.0 + 0.20"
+    assert bench.fill_cost(tmp_path, "fill_b", record) == "1.0 + ≈0.10"  # 1,000 images at 0.36 s
+    assert bench.fill_cost(tmp_path, "fill_c", record) == "1.0 + ≈0.30"  # a filter pays for what it drew
+    assert bench.fill_cost(tmp_path, "fill_none", record) == "– + –"
+
+
 def test_the_fill_grid_draws_the_synthetic_rows_only(bench, tmp_path):
     from PIL import Image
 
