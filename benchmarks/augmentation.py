@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from medpfgm.augment import read_provenance, read_training_file  # noqa: E402
 from medpfgm.cli import main as medpfgm  # noqa: E402
 from medpfgm.data import class_names, data_file  # noqa: E402
+from medpfgm.evaluate.report import reading_section  # noqa: E402
 from medpfgm.figures import _save, class_grid  # noqa: E402
 from medpfgm.io import atomic_write  # noqa: E402
 from medpfgm.run import training_seconds  # noqa: E402
@@ -306,6 +307,7 @@ def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_cou
               f"(ResNet-18 layout, width {', '.join(map(str, widths))}) trained for {steps} optimizer steps of {', '.join(map(str, batches))} images. "
               f"Tail recall: mean test recall of the classes with fewer training images than the median class ({', '.join(names[c] for c in tail)}).",
               "", "```", command, "```", ""]  # fmt: skip
+    lines += reading_section(out)
     lines += ["| variant | train images | classifier s | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
     for variant, row in summary.iterrows():
         rows = df[df.variant == variant]

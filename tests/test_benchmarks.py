@@ -300,3 +300,14 @@ def test_failed_draws_counts_only_saturated_samples():
     assert ablation.failed_draws(torch.cat([cell, noise])) == pytest.approx(0.25)
     stand_ins = load_benchmark("fd_outliers").noise_draws(5, (3, 28, 28))  # fd_outliers' stand-ins for failed draws count as failed
     assert stand_ins.shape == (5, 3, 28, 28) and ablation.failed_draws(stand_ins) == 1.0
+
+
+def test_the_augmentation_page_keeps_its_hand_written_reading(bench, tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [{"variant": v, "seed": s, **{m: float(rng.uniform(0.5, 0.9)) for m in bench.METRICS}, "recall": rng.uniform(0, 1, 8),
+             "train_images": 100, "width": 16, "batch_size": 128, "cpu_seconds": 10.0} for v in ("resample", "fill_x") for s in (0, 1, 2)]  # fmt: skip
+    (tmp_path / "READING.md").write_text("The fill came closest on tail recall.\n")
+    bench.write_report(tmp_path, pd.DataFrame(rows), "bloodmnist", "python benchmarks/augmentation.py …", [44, 1206, 167, 625, 23, 86, 2330, 323], 300)
+    page = (tmp_path / "README.md").read_text()
+    assert page.index("The fill came closest on tail recall.") < page.index("| variant |")  # the reading leads, the table follows
+    assert "- **fill_x**: balanced accuracy" in page and (tmp_path / "per_class_recall.png").is_file()
