@@ -27,7 +27,9 @@ scores each fill's model at the fill's sampler as the dataset pages do (n 400, F
 fidelity) with the memorization audit, into OUT/quality/, beside the fill's downstream effect on the page.
 ``--converged P`` trains every variant a second time to convergence (validation balanced accuracy,
 patience P epochs, at most --max-epochs), as <variant>_conv: equal steps show a fill's real images less often.
-Results: OUT/README.md (mean ± std over seeds, classifier CPU seconds), OUT/results.csv, OUT/per_class_recall.png.
+Results: OUT/README.md (mean ± std over seeds, classifier CPU seconds), OUT/results.csv, OUT/per_class_recall.png;
+``--page-only`` rebuilds them from what is made so far (while a benchmark runs on; rows name their seeds when some
+are missing, and one seed gets no verdict). OUT/READING.md, hand-written, leads the page.
 """
 
 from __future__ import annotations
@@ -53,7 +55,12 @@ from medpfgm.run import training_seconds  # noqa: E402
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
 
 
+PAGE_ONLY = False  # --page-only: no step runs; the page is built from the classifiers and scores already made
+
+
 def run(*args: str) -> None:
+    if PAGE_ONLY:
+        return
     print("$ medpfgm " + " ".join(args), flush=True)
     if medpfgm(list(args)) != 0:
         sys.exit(f"step failed: medpfgm {' '.join(args)}")
@@ -187,7 +194,7 @@ def quality_lines(quality: dict[str, dict], summary: pd.DataFrame, out: Path) ->
         s, f, subject, m = r["score"], r["floor"], r["subject"], r["memorization"]
         worst = {space: max(m[space]["flagged_per_class"].values()) for space in ("pixel", "domain")}
         row = summary.loc[variant] if variant in summary.index else None
-        downstream = [f"{row[(k, 'mean')]:.3f} ± {row[(k, 'std')]:.3f}" if row is not None else "–" for k in ("balanced_accuracy", "macro_f1")]
+        downstream = [mean_std(row[(k, 'mean')], row[(k, 'std')]) if row is not None else "–" for k in ("balanced_accuracy", "macro_f1")]
         precision = ", bf16" if subject.get("precision") == "bfloat16" else ""
         lines.append(f"| {variant} | {subject['label']} ({subject['step']}) | {subject['setting']} ({subject['nfe']:.0f} NFE{precision}) | "
                      f"{s['fid']['fd']['mean']:.1f} ({f['fid']['fd']['mean']:.1f}) | {s['domain']['fd']['mean']:.2f} ({f['domain']['fd']['mean']:.2f}) | "
@@ -255,9 +262,11 @@ def variants(lt_file: Path, fills: dict[str, Path], with_full: bool, extra: dict
 
 
 def collect(out: Path, names: list[str], seeds: list[int]) -> pd.DataFrame:
+    """One row per trained classifier of ``names`` × ``seeds``; those not trained yet are left out (a page built
+    with --page-only while a benchmark still runs)."""
     rows = []
     for name in names:
-        for seed in seeds:
+        for seed in [s for s in seeds if classifier_done(out, name, s)]:
             meta = json.loads((classifier_dir(out, name, seed) / "classifier.json").read_text())
             rows.append({"variant": name, "seed": seed, **{m: meta["test"][m] for m in METRICS}, "recall": meta["test"]["per_class_recall"],
                          "train_images": sum(meta["train_counts"]), "width": meta["config"]["width"], "batch_size": meta["config"]["batch_size"],
@@ -282,8 +291,11 @@ def verdicts(summary: pd.DataFrame, num_classes: int, baselines: tuple[str, ...]
         for base in [b + twin for b in baselines if b + twin in summary.index]:
             for metric in ("balanced_accuracy", "macro_f1", "tail_recall"):
                 delta = summary.loc[variant, (metric, "mean")] - summary.loc[base, (metric, "mean")]
-                spread = np.nan_to_num(max(summary.loc[variant, (metric, "std")], summary.loc[base, (metric, "std")]))  # one seed: no spread
-                word = "within the seed spread" if abs(delta) <= spread else ("gain" if delta > 0 else "loss")
+                spreads = summary.loc[variant, (metric, "std")], summary.loc[base, (metric, "std")]
+                if np.isnan(spreads).any():  # one seed: no spread to judge by
+                    word = "one seed, no verdict"
+                else:
+                    word = "within the seed spread" if abs(delta) <= max(spreads) else ("gain" if delta > 0 else "loss")
                 parts.append(f"{metric.replace('_', ' ')} {delta:+.3f} vs {base} ({word})")
         lines.append(f"- **{variant}**: " + "; ".join(parts) + ".")
     for variant in [v for v in summary.index if v.startswith("tstr_")]:
@@ -291,6 +303,11 @@ def verdicts(summary: pd.DataFrame, num_classes: int, baselines: tuple[str, ...]
         real = f", real-only {summary.loc['real', ('balanced_accuracy', 'mean')]:.3f}" if "real" in summary.index else ""
         lines.append(f"- **{variant}** (train on synthetic only): balanced accuracy {bal:.3f} against chance {1 / num_classes:.3f}{real}.")
     return lines
+
+
+def mean_std(mean: float, std: float) -> str:
+    """"0.845 ± 0.012", or "0.845" for one seed (no spread)."""
+    return f"{mean:.3f}" if np.isnan(std) else f"{mean:.3f} ± {std:.3f}"
 
 
 def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_counts: list[int], steps: int, quality: dict | None = None) -> None:
@@ -309,10 +326,12 @@ def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_cou
               "", "```", command, "```", ""]  # fmt: skip
     lines += reading_section(out)
     lines += ["| variant | train images | classifier s | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
+    all_seeds = df.seed.nunique()
     for variant, row in summary.iterrows():
         rows = df[df.variant == variant]
         n, seconds = int(rows.train_images.iloc[0]), float(rows.cpu_seconds.mean())
-        lines.append(f"| {variant} | {n} | {seconds:.0f} | " + " | ".join(f"{row[(m, 'mean')]:.3f} ± {row[(m, 'std')]:.3f}" for m in columns) + " |")
+        name = variant if len(rows) == all_seeds else f"{variant} ({len(rows)} of {all_seeds} seeds)"
+        lines.append(f"| {name} | {n} | {seconds:.0f} | " + " | ".join(mean_std(row[(m, 'mean')], row[(m, 'std')]) for m in columns) + " |")
     lines += ["", "## Synthetic fill against the real-data baselines", "", *verdicts(summary, len(names)), ""]
     lines += quality_lines(quality or {}, summary, out)
     lines += filter_lines(out, names)
@@ -356,7 +375,10 @@ def main() -> None:
                    "(n 400 class-matched, FID, domain FD, class fidelity, memorization audit) into OUT/quality/, shown beside its downstream effect")
     p.add_argument("--converged", type=int, help="also train every variant to convergence with this patience (epochs), as <variant>_conv")
     p.add_argument("--max-epochs", type=int, default=60, help="the cap of a converged classifier's epochs")
+    p.add_argument("--page-only", action="store_true", help="train and draw nothing: rebuild the page from what is made (rows name their seeds when some are missing)")
     args = p.parse_args()
+    global PAGE_ONLY
+    PAGE_ONLY = args.page_only
     out, seeds = Path(args.out), [int(s) for s in args.seeds.split(",")]
     data = out / "data"
     common = ["--data-root", args.data_root] if args.data_root else []
@@ -380,7 +402,8 @@ def main() -> None:
                     run("classify", "--dataset", args.dataset, "--size", str(args.size), "--out", str(classifier_dir(out, variant, seed)), *budget, "--seed", str(seed), "--quiet", *extra, *common)
 
     filter_source = classifier_dir(out, "real", 0)
-    if any(v.startswith("filter") for v in [*fill_variants, *(m for *_, made in fill_items for m in made)]) and not (filter_source / "classifier.pt").is_file():
+    wants_filter = any(v.startswith("filter") for v in [*fill_variants, *(m for *_, made in fill_items for m in made)])
+    if wants_filter and not PAGE_ONLY and not (filter_source / "classifier.pt").is_file():
         (filter_source / "classifier.json").unlink(missing_ok=True)  # weights are not kept in git: train it again (same seed)
     real_plan = variants(lt_file, {}, with_full=False)
     for name, extra in real_plan.items():  # first: the filter variants need the real-only classifier
@@ -414,10 +437,11 @@ def main() -> None:
             guided = {f"fill_{name}_{v}": float(v[5:]) for v in fill_variants if v.startswith("guide") and f"fill_{name}_{v}" in plan}
             for variant, guidance in {f"fill_{name}": own_variants(made, out)[2].get("guidance", 0.0), **guided}.items():
                 quality[variant] = quality_record(out, run_dir, sampler, guidance) or score_fill_model(out, run_dir, sampler, guidance, args.dataset, args.size, common)
+        quality = {variant: record for variant, record in quality.items() if record}  # --page-only: scored ones only
     if args.converged:
         plan = {**plan, **{f"{name}_conv": extra for name, extra in plan.items() if name not in unvaried}}
     lt_counts = read_provenance(lt_file)["train_counts"]
-    write_report(out, collect(out, list(plan), seeds), args.dataset, "python " + " ".join(sys.argv), lt_counts, args.steps, quality)
+    write_report(out, collect(out, list(plan), seeds), args.dataset, "python " + " ".join(a for a in sys.argv if a != "--page-only"), lt_counts, args.steps, quality)
     print(f"wrote {out / 'README.md'}")
 
 

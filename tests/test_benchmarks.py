@@ -82,6 +82,9 @@ def test_converged_fills_are_compared_with_converged_baselines(bench):
     summary = pd.DataFrame(rows).groupby("variant", sort=False)[["balanced_accuracy", "macro_f1", "tail_recall"]].agg(["mean", "std"])
     plain, conv = bench.verdicts(summary, num_classes=5)
     assert "+0.100 vs resample (gain)" in plain and "-0.100 vs resample_conv (loss)" in conv
+    one = summary.copy()
+    one.loc["fill_x_conv", ("balanced_accuracy", "std")] = np.nan  # one seed trained so far
+    assert "-0.100 vs resample_conv (one seed, no verdict)" in bench.verdicts(one, num_classes=5)[1]
 
 
 def test_a_fill_argument_names_a_run_and_optionally_its_sampler(bench, tmp_path):
@@ -311,3 +314,7 @@ def test_the_augmentation_page_keeps_its_hand_written_reading(bench, tmp_path):
     page = (tmp_path / "README.md").read_text()
     assert page.index("The fill came closest on tail recall.") < page.index("| variant |")  # the reading leads, the table follows
     assert "- **fill_x**: balanced accuracy" in page and (tmp_path / "per_class_recall.png").is_file()
+    rows.append(rows[0] | {"variant": "fill_x_conv", "seed": 0})  # a converged twin with one seed trained so far
+    bench.write_report(tmp_path, pd.DataFrame(rows), "bloodmnist", "python benchmarks/augmentation.py …", [44, 1206, 167, 625, 23, 86, 2330, 323], 300)
+    page = (tmp_path / "README.md").read_text()
+    assert f"| fill_x_conv (1 of 3 seeds) | 100 | 10 | {rows[0]['accuracy']:.3f} |" in page and "nan" not in page
