@@ -25,6 +25,8 @@ images gains data, not updates. Variants, each over the seeds:
 ``--vary A,B`` gives the variants and converged twins to those fills only (default: all). ``--quality``
 scores each fill's model at the fill's sampler as the dataset pages do (n 400, FID, domain FD, class
 fidelity) with the memorization audit, into OUT/quality/, beside the fill's downstream effect on the page.
+Every fill file present is also audited whole: each synthetic image's nearest real image of the set it fills
+(pixels and domain features) against the official test images' (OUT/quality/<fill>_audit.json and its pairs).
 ``--converged P`` trains every variant a second time to convergence (validation balanced accuracy,
 patience P epochs, at most --max-epochs), as <variant>_conv: equal steps show a fill's real images less often.
 Results: OUT/README.md (mean ± std over seeds, classifier CPU seconds), OUT/results.csv, OUT/per_class_recall.png;
@@ -49,10 +51,11 @@ from medpfgm.cli import main as medpfgm  # noqa: E402
 from medpfgm.data import class_names, data_file  # noqa: E402
 from medpfgm.evaluate.report import reading_section  # noqa: E402
 from medpfgm.figures import _save, class_grid  # noqa: E402
-from medpfgm.io import atomic_write  # noqa: E402
+from medpfgm.io import atomic_write, write_json  # noqa: E402
 from medpfgm.run import training_seconds  # noqa: E402
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 PAGE_ONLY = False  # --page-only: no step runs; the page is built from the classifiers and scores already made
@@ -176,6 +179,49 @@ def fill_cost(out: Path, variant: str, record: dict) -> str:
     else:
         drawing = "–"
     return f"{train / 3600:.1f} + {drawing}" if train is not None else f"– + {drawing}"
+
+
+def audit_fill(out: Path, path: Path, dataset: str, size: int, data_root: str | None) -> dict | None:
+    """The memorization audit of every synthetic image of a fill against the real images it fills (the set its
+    model was trained on; threshold: the 1st percentile of official test-to-those distances), in pixels and the
+    dataset page classifier's domain space, into OUT/quality/<fill>_audit.json with its closest pairs drawn
+    beside; the record once made, None while the fill file is not there (fills are remade only when needed)."""
+    record_path = out / "quality" / f"{path.stem}_audit.json"
+    if record_path.is_file():
+        return json.loads(record_path.read_text())
+    if PAGE_ONLY or not path.is_file():
+        return None
+    from medpfgm.data import load_split
+    from medpfgm.evaluate.features import domain_space
+    from medpfgm.evaluate.pipeline import audit_with_pairs, checked_classifier
+
+    images, labels, synthetic = read_training_file(path)
+    test = load_split(dataset, size, "test", data_root)
+    classifier, _ = checked_classifier(ROOT / "reports" / f"{dataset}_{size}" / "classifier", dataset, size, "cpu")
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    record = audit_with_pairs(images[synthetic], labels[synthetic], images[~synthetic], test.images, test.num_classes, domain_space(classifier),
+                              record_path.with_name(f"{path.stem}_pairs.png"), f"{path.stem}, all {int(synthetic.sum())} synthetic images")  # fmt: skip
+    write_json(record_path, record)
+    return record
+
+
+def audit_lines(audits: dict[str, dict], names: list[str]) -> list[str]:
+    """The page's audit of every fill image: flagged shares overall and in the worst class, distances, closest pairs."""
+    if not audits:
+        return []
+    lines = ["## Memorization audit of every fill image", "",
+             "Every synthetic image of the fill against the real images it was added to (the long-tailed set its model trained on): "
+             "flagged when closer to one of them than 99 % of the official test images are (honest generators sit near 1 %); "
+             "medians are nearest-image distances in pixels (values in [0, 1]).", "",
+             "| fill | synthetic images | flagged: pixels / domain | worst class: pixels / domain | median distance: synthetic / test |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for variant, a in audits.items():
+        worst = {space: max(a[space]["flagged_per_class"].items(), key=lambda kv: kv[1]) for space in ("pixel", "domain")}
+        lines.append(f"| {variant} | {a['n_fake']} | {a['pixel']['flagged']:.1%} / {a['domain']['flagged']:.1%} | "
+                     f"{names[int(worst['pixel'][0])]} {worst['pixel'][1]:.1%} / {names[int(worst['domain'][0])]} {worst['domain'][1]:.1%} | "
+                     f"{a['pixel']['median_fake_to_train']:.2f} / {a['pixel']['median_test_to_train']:.2f} |")  # fmt: skip
+    lines += ["", *[f"![{variant} closest pairs](quality/{a['figure']})" for variant, a in audits.items()], ""]
+    return lines
 
 
 def quality_lines(quality: dict[str, dict], summary: pd.DataFrame, out: Path) -> list[str]:
@@ -310,7 +356,8 @@ def mean_std(mean: float, std: float) -> str:
     return f"{mean:.3f}" if np.isnan(std) else f"{mean:.3f} ± {std:.3f}"
 
 
-def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_counts: list[int], steps: int, quality: dict | None = None) -> None:
+def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_counts: list[int], steps: int, quality: dict | None = None,
+                 audits: dict | None = None) -> None:  # fmt: skip
     names = class_names(dataset)
     tail = tail_classes(lt_counts)
     df = df.assign(tail_recall=[float(np.mean([r[c] for c in tail])) for r in df.recall])
@@ -334,6 +381,7 @@ def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_cou
         lines.append(f"| {name} | {n} | {seconds:.0f} | " + " | ".join(mean_std(row[(m, 'mean')], row[(m, 'std')]) for m in columns) + " |")
     lines += ["", "## Synthetic fill against the real-data baselines", "", *verdicts(summary, len(names)), ""]
     lines += quality_lines(quality or {}, summary, out)
+    lines += audit_lines(audits or {}, names)
     lines += filter_lines(out, names)
     recall = df.groupby("variant", sort=False)["recall"].apply(lambda r: np.mean(np.stack(r.to_list()), axis=0))
     import matplotlib.pyplot as plt
@@ -438,10 +486,15 @@ def main() -> None:
             for variant, guidance in {f"fill_{name}": own_variants(made, out)[2].get("guidance", 0.0), **guided}.items():
                 quality[variant] = quality_record(out, run_dir, sampler, guidance) or score_fill_model(out, run_dir, sampler, guidance, args.dataset, args.size, common)
         quality = {variant: record for variant, record in quality.items() if record}  # --page-only: scored ones only
+    audits, audited = {}, set()  # fill variant -> the audit of all its synthetic images (made while its file is there)
+    for variant, extra in [(v, e) for v, e in plan.items() if v.startswith("fill_")]:
+        path = Path(extra[1])  # --train-file's value
+        if path not in audited and (record := audit_fill(out, path, args.dataset, args.size, args.data_root)):
+            audits[variant], audited = record, audited | {path}
     if args.converged:
         plan = {**plan, **{f"{name}_conv": extra for name, extra in plan.items() if name not in unvaried}}
     lt_counts = read_provenance(lt_file)["train_counts"]
-    write_report(out, collect(out, list(plan), seeds), args.dataset, "python " + " ".join(a for a in sys.argv if a != "--page-only"), lt_counts, args.steps, quality)
+    write_report(out, collect(out, list(plan), seeds), args.dataset, "python " + " ".join(a for a in sys.argv if a != "--page-only"), lt_counts, args.steps, quality, audits)
     print(f"wrote {out / 'README.md'}")
 
 

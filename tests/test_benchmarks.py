@@ -318,3 +318,26 @@ def test_the_augmentation_page_keeps_its_hand_written_reading(bench, tmp_path):
     bench.write_report(tmp_path, pd.DataFrame(rows), "bloodmnist", "python benchmarks/augmentation.py …", [44, 1206, 167, 625, 23, 86, 2330, 323], 300)
     page = (tmp_path / "README.md").read_text()
     assert f"| fill_x_conv (1 of 3 seeds) | 100 | 10 | {rows[0]['accuracy']:.3f} |" in page and "nan" not in page
+
+
+def test_every_fill_image_is_audited_against_the_real_images_it_fills(bench, tmp_path, data_root):
+    from medpfgm.data import load_split
+
+    train, test = (load_split("bloodmnist", 28, s, data_root) for s in ("train", "test"))
+    real, real_labels = train.images[:300], train.labels[:300]
+    copies = real[real_labels == 1][:20]  # a generator that copied 20 of its training images, all called class 4
+    honest = test.images[-60:]  # images no model saw
+    images = np.concatenate([real, copies, honest])
+    labels = np.concatenate([real_labels, np.full(20, 4), np.zeros(60, int)])
+    synthetic = np.arange(len(images)) >= len(real)
+    fill = tmp_path / "fill_x.npz"
+    np.savez(fill, train_images=images, train_labels=labels[:, None], train_synthetic=synthetic)
+    record = bench.audit_fill(tmp_path, fill, "bloodmnist", 28, str(data_root))
+    assert record["n_fake"] == 80 and record["n_train"] == 300
+    assert record["pixel"]["flagged_per_class"]["4"] == 1.0 and record["domain"]["flagged_per_class"]["4"] == 1.0  # every copy, both spaces
+    assert record["pixel"]["flagged_per_class"]["0"] < 0.1  # the honest images: about 1 %
+    assert (tmp_path / "quality" / record["figure"]).is_file()
+    fill.unlink()  # fills are not kept: the audit is read back
+    assert bench.audit_fill(tmp_path, fill, "bloodmnist", 28, str(data_root)) == json.loads(json.dumps(record))
+    lines = bench.audit_lines({"fill_x": record}, ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"])
+    assert any(line.startswith("| fill_x | 80 | 25.0% / 25.0% | c4 100.0% / c4 100.0% |") for line in lines)

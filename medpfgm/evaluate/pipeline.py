@@ -127,12 +127,21 @@ def run_samples(run, counts: np.ndarray, solver: str, steps: int, rtol: float, a
 def memorization_record(fake: ImageSet, train: Split, test: Split, evaluator: Evaluator, grid_dir: Path, stem: str) -> dict:
     """The memorization audit of ``fake`` against the whole training split (pixels and the domain space),
     with its closest pairs drawn to ``grid_dir/<stem>_pairs.png``."""
+    domain = next(s for s in evaluator.spaces if s.name == "domain")
+    result = audit_with_pairs(fake.images, fake.labels, train.images, test.images, train.num_classes, domain, grid_dir / f"{stem}_pairs.png", stem)
+    result["figure"] = os.path.relpath(grid_dir / result["figure"], grid_dir.parent)
+    return result
+
+
+def audit_with_pairs(fake_images: np.ndarray, fake_labels: np.ndarray, train_images: np.ndarray, test_images: np.ndarray,
+                     num_classes: int, domain, figure: Path, title: str) -> dict:  # fmt: skip
+    """``memorization.audit`` of uint8 images (n, H, W, C) in pixels and ``domain``'s feature space, with the
+    closest pairs drawn to ``figure`` (recorded by file name) and the set sizes."""
     from medpfgm.evaluate.memorization import audit, pairs_figure
 
-    domain = next(s for s in evaluator.spaces if s.name == "domain")
-    result = audit(fake.images, fake.labels, train.images, test.images, train.num_classes, lambda images: cached_features(domain, images))
-    figure = pairs_figure(fake.images, train.images, result["pairs"], grid_dir / f"{stem}_pairs.png", f"{stem}: closest synthetic / training pairs (pixel distance)")
-    return {**result, "figure": os.path.relpath(figure, grid_dir.parent), "n_train": int(len(train.labels)), "n_test": int(len(test.labels))}
+    result = audit(fake_images, fake_labels, train_images, test_images, num_classes, lambda images: cached_features(domain, images))
+    pairs_figure(fake_images, train_images, result["pairs"], figure, f"{title}: closest synthetic / training pairs (pixel distance)")
+    return {**result, "figure": Path(figure).name, "n_fake": int(len(fake_images)), "n_train": int(len(train_images)), "n_test": int(len(test_images))}
 
 
 def write_evaluation(out: Path, grid_dir: Path, subject: dict, fake: ImageSet, evaluator: Evaluator, unavailable: dict, classifier_meta: dict,
