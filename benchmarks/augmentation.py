@@ -449,10 +449,6 @@ def main() -> None:
                 if not classifier_done(out, variant, seed):
                     run("classify", "--dataset", args.dataset, "--size", str(args.size), "--out", str(classifier_dir(out, variant, seed)), *budget, "--seed", str(seed), "--quiet", *extra, *common)
 
-    filter_source = classifier_dir(out, "real", 0)
-    wants_filter = any(v.startswith("filter") for v in [*fill_variants, *(m for *_, made in fill_items for m in made)])
-    if wants_filter and not PAGE_ONLY and not (filter_source / "classifier.pt").is_file():
-        (filter_source / "classifier.json").unlink(missing_ok=True)  # weights are not kept in git: train it again (same seed)
     real_plan = variants(lt_file, {}, with_full=False)
     for name, extra in real_plan.items():  # first: the filter variants need the real-only classifier
         classify(name, extra)
@@ -473,6 +469,9 @@ def main() -> None:
         for path, (augment_args, expected, users) in files.items():
             check_fill(path, run_dir, args.target, {**sampler, **expected})
             if not path.is_file() and fill_needed(out, name, seeds, users):
+                if "--filter" in augment_args and not PAGE_ONLY and not (classifier_dir(out, "real", 0) / "classifier.pt").is_file():
+                    (classifier_dir(out, "real", 0) / "classifier.json").unlink(missing_ok=True)  # weights are not kept in git: train it again (same seed)
+                    classify("real", real_plan["real"])
                 run("augment", "--run", run_dir, "--target", args.target, "--out", str(path), "--data-root", str(data), "--quiet", *sampler_args(sampler), *augment_args)
             if path.is_file() and not path.with_suffix(".png").is_file():
                 draw_fill(path, args.dataset, f"{path.stem}: synthetic images only ({' '.join(map(str, sampler.values())) or 'recipe sampler'})")
