@@ -212,7 +212,7 @@ def audit_lines(audits: dict[str, dict], names: list[str]) -> list[str]:
     lines = ["## Memorization audit of every fill image", "",
              "Every synthetic image of the fill against the real images it was added to (the long-tailed set its model trained on): "
              "flagged when closer to one of them than 99 % of the official test images are (honest generators sit near 1 %); "
-             "medians are nearest-image distances in pixels (values in [0, 1]).", "",
+             "medians: Euclidean distance to the nearest of those images, pixels scaled to [0, 1].", "",
              "| fill | synthetic images | flagged: pixels / domain | worst class: pixels / domain | median distance: synthetic / test |",
              "|---|---|---|---|---|"]  # fmt: skip
     for variant, a in audits.items():
@@ -225,7 +225,9 @@ def audit_lines(audits: dict[str, dict], names: list[str]) -> list[str]:
 
 
 def quality_lines(quality: dict[str, dict], summary: pd.DataFrame, out: Path) -> list[str]:
-    """The fill models' image quality beside the downstream effect of their fills and their cost, one row per fill."""
+    """The fill models' image quality beside the downstream effect of their fills and their cost, one row per fill
+    with classifiers so far."""
+    quality = {variant: r for variant, r in quality.items() if variant in summary.index}
     if not quality:
         return []
     lines = ["## Fill quality beside its downstream effect", "",
@@ -247,8 +249,11 @@ def quality_lines(quality: dict[str, dict], summary: pd.DataFrame, out: Path) ->
                      f"{s['class_fidelity']['accuracy']:.3f} ({f['class_fidelity']['accuracy']:.3f}) | "
                      f"{m['pixel']['flagged']:.1%} / {m['domain']['flagged']:.1%} ({worst['pixel']:.1%} / {worst['domain']:.1%}) | " + " | ".join(downstream) + f" | {fill_cost(out, variant, r)} |")  # fmt: skip
     lines += ["", "Closest synthetic / training pairs of each fill model (pixel distance; is any a copy of a patient's image?):", ""]
-    lines += [f"![{variant} pairs](quality/{r['setup']['dataset']}_{r['setup']['size']}/{r['memorization']['figure']})"
-              for variant, r in quality.items() if r["memorization"].get("figure")]  # fmt: skip
+    figures: dict[str, str] = {}  # one per model and sampler, named by its first fill
+    for variant, r in quality.items():
+        if r["memorization"].get("figure"):
+            figures.setdefault(f"quality/{r['setup']['dataset']}_{r['setup']['size']}/{r['memorization']['figure']}", variant)
+    lines += [f"![{variant} pairs]({figure})" for figure, variant in figures.items()]
     return lines + [""]
 
 
