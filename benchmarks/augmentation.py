@@ -19,8 +19,9 @@ images gains data, not updates. Variants, each over the seeds:
   classical       the fill with classical augmentation (and class-balanced batches, as (c))
   frac25, frac50  a fill of 25 % / 50 % of each class's gap (its own fill file)
   weight0.5       the fill with its synthetic images at half the loss weight
-  filter0.8       only synthetic images that the real-only classifier (variant (a), seed 0: trained on the
-                  long-tailed real set, never the full or test set) gives their class with p >= 0.8
+  filter0.8       only synthetic images that a real-only classifier (trained as variant (a), seed 0, into
+                  classifiers/filter_real_s0: the long-tailed real set only, never the full or test set) gives
+                  their class with p >= 0.8
   guide0.5        the fill drawn with classifier-free guidance w = 0.5 (a fill model trained with label dropout)
 ``--vary A,B`` gives the variants and converged twins to those fills only (default: all). ``--quality``
 scores each fill's model at the fill's sampler as the dataset pages do (n 400, FID, domain FD, class
@@ -56,6 +57,9 @@ from medpfgm.run import training_seconds  # noqa: E402
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
 ROOT = Path(__file__).resolve().parents[1]
+# The filter's real-only classifier: trained as variant (a), seed 0, in a folder of its own, so that training it again
+# (its weights are not kept in git) never changes a result row (the same seed differs by a few points across CPUs).
+FILTER_SOURCE = "filter_real"
 
 
 PAGE_ONLY = False  # --page-only: no step runs; the page is built from the classifiers and scores already made
@@ -279,7 +283,7 @@ def fill_variant(variant: str, out: Path) -> tuple[list[str], list[str], dict]:
     if variant.startswith("weight"):
         return [], ["--synthetic-weight", variant[6:]], {}
     if variant.startswith("filter"):
-        return ["--filter", str(classifier_dir(out, "real", 0)), "--min-confidence", variant[6:]], [], {}
+        return ["--filter", str(classifier_dir(out, FILTER_SOURCE, 0)), "--min-confidence", variant[6:]], [], {}
     if variant.startswith("guide"):
         return ["--guidance", variant[5:]], [], {"guidance": float(variant[5:])}
     sys.exit(f"unknown fill variant '{variant}'; use classical, frac<percent>, weight<w>, filter<q> or guide<w>")
@@ -474,9 +478,10 @@ def main() -> None:
         for path, (augment_args, expected, users) in files.items():
             check_fill(path, run_dir, args.target, {**sampler, **expected})
             if not path.is_file() and fill_needed(out, name, seeds, users):
-                if "--filter" in augment_args and not PAGE_ONLY and not (classifier_dir(out, "real", 0) / "classifier.pt").is_file():
-                    (classifier_dir(out, "real", 0) / "classifier.json").unlink(missing_ok=True)  # weights are not kept in git: train it again (same seed)
-                    classify("real", real_plan["real"])
+                if "--filter" in augment_args and not PAGE_ONLY and not (classifier_dir(out, FILTER_SOURCE, 0) / "classifier.pt").is_file():
+                    (classifier_dir(out, FILTER_SOURCE, 0) / "classifier.json").unlink(missing_ok=True)  # weights are not kept in git: train it again
+                    run("classify", "--dataset", args.dataset, "--size", str(args.size), "--out", str(classifier_dir(out, FILTER_SOURCE, 0)),
+                        "--steps", str(args.steps), "--seed", "0", "--quiet", *real_plan["real"], *common)  # fmt: skip
                 run("augment", "--run", run_dir, "--target", args.target, "--out", str(path), "--data-root", str(data), "--quiet", *sampler_args(sampler), *augment_args)
             if path.is_file() and not path.with_suffix(".png").is_file():
                 draw_fill(path, args.dataset, f"{path.stem}: synthetic images only ({' '.join(map(str, sampler.values())) or 'recipe sampler'})")

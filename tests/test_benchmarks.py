@@ -70,7 +70,7 @@ def test_fill_variants_name_their_arguments(bench, tmp_path):
     assert bench.fill_variant("weight0.5", tmp_path) == ([], ["--synthetic-weight", "0.5"], {})
     assert bench.fill_variant("classical", tmp_path) == ([], ["--balanced", "--augment"], {})
     augment_args, _, _ = bench.fill_variant("filter0.8", tmp_path)
-    assert augment_args == ["--filter", str(bench.classifier_dir(tmp_path, "real", 0)), "--min-confidence", "0.8"]  # the real-only classifier
+    assert augment_args == ["--filter", str(bench.classifier_dir(tmp_path, "filter_real", 0)), "--min-confidence", "0.8"]  # a real-only classifier of its own
     assert bench.fill_variant("guide0.5", tmp_path) == (["--guidance", "0.5"], [], {"guidance": 0.5})  # its own fill file
     with pytest.raises(SystemExit, match="unknown fill variant 'more'"):
         bench.fill_variant("more", tmp_path)
