@@ -483,7 +483,7 @@ def main() -> None:
                     run("classify", "--dataset", args.dataset, "--size", str(args.size), "--out", str(classifier_dir(out, FILTER_SOURCE, 0)),
                         "--steps", str(args.steps), "--seed", "0", "--quiet", *real_plan["real"], *common)  # fmt: skip
                 run("augment", "--run", run_dir, "--target", args.target, "--out", str(path), "--data-root", str(data), "--quiet", *sampler_args(sampler), *augment_args)
-            if path.is_file() and not path.with_suffix(".png").is_file():
+            if path.is_file() and not path.with_suffix(".png").is_file() and expected.get("fill_fraction", 1) == 1:  # a partial fill's grid repeats its parent's
                 draw_fill(path, args.dataset, f"{path.stem}: synthetic images only ({' '.join(map(str, sampler.values())) or 'recipe sampler'})")
     plan = variants(lt_file, fills, with_full=args.ratio not in (None, 1), extra=extra_plan)
     for name, extra in plan.items():
