@@ -448,26 +448,32 @@ def main() -> None:
     varied = {name for name, *_ in fill_items if args.vary is None or name in args.vary.split(",")}
     unvaried = {f"{kind}_{name}" for name, *_ in fill_items if name not in varied for kind in ("fill", "tstr")}  # no converged twin: it would remake their fills
 
+    equal_steps = ["--steps", str(args.steps)]
+
+    def fit(variant: str, seed: int, budget: list[str], extra: list[str]) -> None:
+        """One classifier into classifiers/<variant>_s<seed>: ``budget`` (steps or convergence), ``extra`` its data and recipe."""
+        run("classify", "--dataset", args.dataset, "--size", str(args.size), "--out", str(classifier_dir(out, variant, seed)), *budget, "--seed", str(seed), "--quiet", *extra, *common)
+
     def classify(name: str, extra: list[str]) -> None:
         """Every seed of one variant: at the equal step budget, and converged (as <name>_conv) when asked."""
-        budgets = {name: ["--steps", str(args.steps)]}
+        budgets = {name: equal_steps}
         if args.converged and name not in unvaried:
             budgets[f"{name}_conv"] = ["--patience", str(args.converged), "--epochs", str(args.max_epochs)]
         for variant, budget in budgets.items():
             for seed in seeds:
                 if not classifier_done(out, variant, seed):
-                    run("classify", "--dataset", args.dataset, "--size", str(args.size), "--out", str(classifier_dir(out, variant, seed)), *budget, "--seed", str(seed), "--quiet", *extra, *common)
+                    fit(variant, seed, budget, extra)
 
     real_plan = variants(lt_file, {}, with_full=False)
-    for name, extra in real_plan.items():  # first: the filter variants need the real-only classifier
+    for name, extra in real_plan.items():
         classify(name, extra)
+    owns = {name: own_variants(made, out) for name, *_, made in fill_items}  # how each fill's own file is made (a guided or filtered fill)
     fills, extra_plan = {}, {}
-    for name, run_dir, sampler, made in fill_items:
-        own = own_variants(made, out)  # how this fill's own file is made (a guided or filtered fill)
+    for name, run_dir, sampler, _ in fill_items:
         files: dict[Path, tuple[list[str], dict, list[str]]] = {}  # fill file -> (augment args, provenance asked, its variants)
         twins = ["", "_conv"] if args.converged and name in varied else [""]  # the classifiers of a variant: equal steps, and converged
         for variant in ["", *(fill_variants if name in varied else [])]:
-            augment_args, classify_args, expected = fill_variant(variant, out) if variant else own
+            augment_args, classify_args, expected = fill_variant(variant, out) if variant else owns[name]
             path = out / f"fill_{name}_{variant}.npz" if variant and augment_args else out / f"fill_{name}.npz"
             users = [f"fill_{name}_{variant}"] if variant else [f"fill_{name}", f"tstr_{name}"]
             files.setdefault(path, (augment_args, expected, []))[2].extend(u + t for u in users for t in twins)
@@ -480,8 +486,7 @@ def main() -> None:
             if not path.is_file() and fill_needed(out, name, seeds, users):
                 if "--filter" in augment_args and not PAGE_ONLY and not (classifier_dir(out, FILTER_SOURCE, 0) / "classifier.pt").is_file():
                     (classifier_dir(out, FILTER_SOURCE, 0) / "classifier.json").unlink(missing_ok=True)  # weights are not kept in git: train it again
-                    run("classify", "--dataset", args.dataset, "--size", str(args.size), "--out", str(classifier_dir(out, FILTER_SOURCE, 0)),
-                        "--steps", str(args.steps), "--seed", "0", "--quiet", *real_plan["real"], *common)  # fmt: skip
+                    fit(FILTER_SOURCE, 0, equal_steps, real_plan["real"])
                 run("augment", "--run", run_dir, "--target", args.target, "--out", str(path), "--data-root", str(data), "--quiet", *sampler_args(sampler), *augment_args)
             if path.is_file() and not path.with_suffix(".png").is_file() and expected.get("fill_fraction", 1) == 1:  # a partial fill's grid repeats its parent's
                 draw_fill(path, args.dataset, f"{path.stem}: synthetic images only ({' '.join(map(str, sampler.values())) or 'recipe sampler'})")
@@ -490,9 +495,9 @@ def main() -> None:
         classify(name, extra)
     quality = {}  # classifier variant -> its fill model's evaluation record
     if args.quality:
-        for name, run_dir, sampler, made in fill_items:
+        for name, run_dir, sampler, _ in fill_items:
             guided = {f"fill_{name}_{v}": float(v[5:]) for v in fill_variants if v.startswith("guide") and f"fill_{name}_{v}" in plan}
-            for variant, guidance in {f"fill_{name}": own_variants(made, out)[2].get("guidance", 0.0), **guided}.items():
+            for variant, guidance in {f"fill_{name}": owns[name][2].get("guidance", 0.0), **guided}.items():
                 quality[variant] = quality_record(out, run_dir, sampler, guidance) or score_fill_model(out, run_dir, sampler, guidance, args.dataset, args.size, common)
         quality = {variant: record for variant, record in quality.items() if record}  # --page-only: scored ones only
     audits, audited = {}, set()  # fill variant -> the audit of all its synthetic images (made while its file is there)

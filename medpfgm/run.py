@@ -18,7 +18,7 @@ import torch
 from medpfgm.config import RunConfig, read_run_config
 from medpfgm.data import class_names, num_channels
 from medpfgm.errors import MedpfgmError, shorten
-from medpfgm.io import load_checkpoint, load_model_file
+from medpfgm.io import load_checkpoint, load_model_file, read_jsonl
 from medpfgm.methods import build_method
 from medpfgm.nets import build_unet
 
@@ -164,6 +164,6 @@ def training_seconds(run_dir: str | Path, step: int | None = None) -> float | No
     """Seconds of training the run's log records up to ``step`` (its last logged step at or before it; default:
     the last logged step), or None when the log has none (a run without ``log.jsonl``)."""
     log = RunPaths(Path(run_dir)).log
-    lines = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
-    seconds = [r["train_seconds"] for r in lines if "train_seconds" in r and (step is None or r.get("step", 0) <= step)]
+    records = read_jsonl(log) if log.is_file() else []  # skips a line a killed training left half-written
+    seconds = [r["train_seconds"] for r in records if "train_seconds" in r and (step is None or r.get("step", 0) <= step)]
     return float(seconds[-1]) if seconds else None
