@@ -26,7 +26,8 @@ images gains data, not updates. Variants, each over the seeds:
 ``--vary A,B`` gives the variants and converged twins to those fills only (default: all). ``--quality``
 scores each fill's model at the fill's sampler as the dataset pages do (n 400, FID, domain FD, class
 fidelity) with the memorization audit, into OUT/quality/, beside the fill's downstream effect on the page.
-Every fill file present is also audited whole: each synthetic image's nearest real image of the set it fills
+With ``--quality`` each fill file's own synthetic images are scored too (what a filter kept, not its model's draws; OUT/quality/
+<dataset>_<size>/evaluations/<fill>_images.json). Every fill file present is also audited whole: each synthetic image's nearest real image of the set it fills
 (pixels and domain features) against the official test images' (OUT/quality/<fill>_audit.json and its pairs).
 ``--converged P`` trains every variant a second time to convergence (validation balanced accuracy,
 patience P epochs, at most --max-epochs), as <variant>_conv: equal steps show a fill's real images less often.
@@ -209,6 +210,36 @@ def audit_fill(out: Path, path: Path, dataset: str, size: int, data_root: str | 
     return record
 
 
+def fill_images_record(out: Path, path: Path, dataset: str, size: int, data_root: str | None, common: list[str]) -> dict | None:
+    """The fill's own synthetic images scored as the fill models are (FID, domain FD, class fidelity, audit against the
+    full training split; the dataset page's classifier), so that a filtered fill is scored on what it kept: up to 400
+    of them in the training split's class proportions over the classes the fill fills (the largest class gets none),
+    into OUT/quality/<dataset>_<size>/evaluations/<fill>_images.json; the record once made, None while the fill file
+    is not there."""
+    stem = f"{path.stem}_images"
+    record_path = out / "quality" / f"{dataset}_{size}" / "evaluations" / f"{stem}.json"
+    if record_path.is_file():
+        return json.loads(record_path.read_text())
+    if PAGE_ONLY or not path.is_file():
+        return None
+    from medpfgm.data import load_split
+    from medpfgm.evaluate.pipeline import DEFAULT_N
+    from medpfgm.evaluate.protocol import max_stratified_n, stratified_counts
+    from medpfgm.io import save_images_npz
+
+    images, labels, synthetic = read_training_file(path)
+    train, test = (load_split(dataset, size, split, data_root) for split in ("train", "test"))
+    have = np.bincount(labels[synthetic], minlength=train.num_classes)
+    proportions = np.where(have > 0, train.class_counts(), 0)
+    counts = stratified_counts(proportions, min(DEFAULT_N, max_stratified_n(np.minimum(test.class_counts(), have), proportions)))
+    pick = np.concatenate([np.flatnonzero(synthetic & (labels == c))[:k] for c, k in enumerate(counts)])
+    samples = save_images_npz(out / "quality" / f"{stem}.npz", images[pick], labels[pick])  # evaluate's input only: the fill is the record
+    run("evaluate", "--samples", str(samples), "--dataset", dataset, "--metrics", QUALITY_METRICS, "--classifier", str(ROOT / "reports" / f"{dataset}_{size}" / "classifier"),
+        "--reports", str(out / "quality"), "--out", str(record_path), "--quiet", *common)  # fmt: skip
+    samples.unlink()
+    return json.loads(record_path.read_text())
+
+
 def audit_lines(audits: dict[str, dict], names: list[str]) -> list[str]:
     """The page's audit of every fill image: flagged shares overall and in the worst class, distances, closest pairs."""
     if not audits:
@@ -258,6 +289,27 @@ def quality_lines(quality: dict[str, dict], summary: pd.DataFrame, out: Path) ->
         if r["memorization"].get("figure"):
             figures.setdefault(f"quality/{r['setup']['dataset']}_{r['setup']['size']}/{r['memorization']['figure']}", variant)
     lines += [f"![{variant} pairs]({figure})" for figure, variant in figures.items()]
+    return lines + [""]
+
+
+def fill_images_lines(scores: dict[str, dict], summary: pd.DataFrame) -> list[str]:
+    """The fills' own images beside their downstream effect, one row per fill file scored (``fill_images_record``)."""
+    scores = {variant: r for variant, r in scores.items() if variant in summary.index}
+    if not scores:
+        return []
+    lines = ["## Each fill's own images", "",
+             "The synthetic images of each fill file — what its classifiers saw, after a filter or a fraction — scored as above: up to 400 "
+             "of them in the training split's class proportions over the classes the fill fills (the largest class has no synthetic "
+             "image), against as many class-matched training images; floors and scores are of these classes, so they differ from the "
+             "model rows above.", "",
+             "| fill | images scored | FID (floor) | domain FD (floor) | class fidelity (floor) | memorized: pixels / domain | balanced accuracy | macro-F1 |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for variant, r in scores.items():
+        s, f, m, row = r["score"], r["floor"], r["memorization"], summary.loc[variant]
+        downstream = " | ".join(mean_std(row[(k, "mean")], row[(k, "std")]) for k in ("balanced_accuracy", "macro_f1"))
+        lines.append(f"| {variant} | {sum(r['setup']['counts'])} | {s['fid']['fd']['mean']:.1f} ({f['fid']['fd']['mean']:.1f}) | "
+                     f"{s['domain']['fd']['mean']:.2f} ({f['domain']['fd']['mean']:.2f}) | {s['class_fidelity']['accuracy']:.3f} ({f['class_fidelity']['accuracy']:.3f}) | "
+                     f"{m['pixel']['flagged']:.1%} / {m['domain']['flagged']:.1%} | {downstream} |")  # fmt: skip
     return lines + [""]
 
 
@@ -366,7 +418,7 @@ def mean_std(mean: float, std: float) -> str:
 
 
 def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_counts: list[int], steps: int, quality: dict | None = None,
-                 audits: dict | None = None) -> None:  # fmt: skip
+                 audits: dict | None = None, own_images: dict | None = None) -> None:  # fmt: skip
     names = class_names(dataset)
     tail = tail_classes(lt_counts)
     df = df.assign(tail_recall=[float(np.mean([r[c] for c in tail])) for r in df.recall])
@@ -390,6 +442,7 @@ def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_cou
         lines.append(f"| {name} | {n} | {seconds:.0f} | " + " | ".join(mean_std(row[(m, 'mean')], row[(m, 'std')]) for m in columns) + " |")
     lines += ["", "## Synthetic fill against the real-data baselines", "", *verdicts(summary, len(names)), ""]
     lines += quality_lines(quality or {}, summary, out)
+    lines += fill_images_lines(own_images or {}, summary)
     lines += audit_lines(audits or {}, names)
     lines += filter_lines(out, names)
     recall = df.groupby("variant", sort=False)["recall"].apply(lambda r: np.mean(np.stack(r.to_list()), axis=0))
@@ -500,15 +553,20 @@ def main() -> None:
             for variant, guidance in {f"fill_{name}": owns[name][2].get("guidance", 0.0), **guided}.items():
                 quality[variant] = quality_record(out, run_dir, sampler, guidance) or score_fill_model(out, run_dir, sampler, guidance, args.dataset, args.size, common)
         quality = {variant: record for variant, record in quality.items() if record}  # --page-only: scored ones only
-    audits, audited = {}, set()  # fill variant -> the audit of all its synthetic images (made while its file is there)
-    for variant, extra in [(v, e) for v, e in plan.items() if v.startswith("fill_")]:
-        path = Path(extra[1])  # --train-file's value
-        if path not in audited and (record := audit_fill(out, path, args.dataset, args.size, args.data_root)):
-            audits[variant], audited = record, audited | {path}
+    first_user = {}  # fill file -> the first variant trained on it (--train-file's value)
+    for variant, extra in plan.items():
+        if variant.startswith("fill_"):
+            first_user.setdefault(Path(extra[1]), variant)
+    audits, own_images = {}, {}  # fill variant -> the audit of all its synthetic images; the score of its own images (made while its file is there)
+    for path, variant in first_user.items():
+        if record := audit_fill(out, path, args.dataset, args.size, args.data_root):
+            audits[variant] = record
+        if args.quality and (record := fill_images_record(out, path, args.dataset, args.size, args.data_root, common)):
+            own_images[variant] = record
     if args.converged:
         plan = {**plan, **{f"{name}_conv": extra for name, extra in plan.items() if name not in unvaried}}
     lt_counts = read_provenance(lt_file)["train_counts"]
-    write_report(out, collect(out, list(plan), seeds), args.dataset, "python " + " ".join(a for a in sys.argv if a != "--page-only"), lt_counts, args.steps, quality, audits)
+    write_report(out, collect(out, list(plan), seeds), args.dataset, "python " + " ".join(a for a in sys.argv if a != "--page-only"), lt_counts, args.steps, quality, audits, own_images)
     print(f"wrote {out / 'README.md'}")
 
 

@@ -341,3 +341,28 @@ def test_every_fill_image_is_audited_against_the_real_images_it_fills(bench, tmp
     assert bench.audit_fill(tmp_path, fill, "bloodmnist", 28, str(data_root)) == json.loads(json.dumps(record))
     lines = bench.audit_lines({"fill_x": record}, ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"])
     assert any(line.startswith("| fill_x | 80 | 25.0% / 25.0% | c4 100.0% / c4 100.0% |") for line in lines)
+
+
+def test_a_fills_own_images_are_scored_over_the_classes_it_fills(bench, tmp_path, data_root):
+    """A fill of copied training images is scored as copies (every one flagged), and the class it leaves unfilled is not scored."""
+    from medpfgm.data import load_split
+
+    train = load_split("bloodmnist", 28, "train", data_root)
+    copies = np.concatenate([np.flatnonzero(train.labels == c)[:15] for c in range(7)])  # class 7 gets no synthetic image
+    real = np.arange(50)
+    images, labels = train.images[np.concatenate([real, copies])], train.labels[np.concatenate([real, copies])]
+    fill = tmp_path / "fill_x.npz"
+    np.savez(fill, train_images=images, train_labels=labels[:, None], train_synthetic=np.arange(len(labels)) >= len(real))
+    record = bench.fill_images_record(tmp_path, fill, "bloodmnist", 28, str(data_root), ["--data-root", str(data_root)])
+    counts = record["setup"]["counts"]
+    assert counts[7] == 0 and 0 < max(counts) <= 15 and sum(counts) >= 10
+    assert record["memorization"]["pixel"]["flagged"] == 1.0  # copies of training images, every one
+    assert record["score"]["class_fidelity"]["accuracy"] > 0.7  # real images, the right labels
+    assert not (tmp_path / "quality" / "fill_x_images.npz").exists()  # evaluate's input is not kept
+    fill.unlink()
+    assert bench.fill_images_record(tmp_path, fill, "bloodmnist", 28, str(data_root), []) == record  # read back
+    rows = [{"variant": "fill_x", "seed": s, **{m: 0.8 for m in bench.METRICS}, "recall": np.full(8, 0.8), "train_images": 155,
+             "width": 16, "batch_size": 128, "cpu_seconds": 10.0} for s in (0, 1, 2)]  # fmt: skip
+    bench.write_report(tmp_path, pd.DataFrame(rows), "bloodmnist", "python benchmarks/augmentation.py …", [44, 1206, 167, 625, 23, 86, 2330, 323], 300,
+                       own_images={"fill_x": record})  # fmt: skip
+    assert f"| fill_x | {sum(counts)} | {record['score']['fid']['fd']['mean']:.1f} (" in (tmp_path / "README.md").read_text()
