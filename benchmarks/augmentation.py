@@ -259,6 +259,19 @@ def audit_lines(audits: dict[str, dict], names: list[str]) -> list[str]:
     return lines
 
 
+def score_cells(record: dict) -> str:
+    """An evaluation record's table cells: FID (floor) | domain FD (floor) | class fidelity (floor) | flagged pixels / domain."""
+    s, f, m = record["score"], record["floor"], record["memorization"]
+    return (f"{s['fid']['fd']['mean']:.1f} ({f['fid']['fd']['mean']:.1f}) | {s['domain']['fd']['mean']:.2f} ({f['domain']['fd']['mean']:.2f}) | "
+            f"{s['class_fidelity']['accuracy']:.3f} ({f['class_fidelity']['accuracy']:.3f}) | {m['pixel']['flagged']:.1%} / {m['domain']['flagged']:.1%}")  # fmt: skip
+
+
+def downstream_cells(summary: pd.DataFrame, variant: str) -> str:
+    """A variant's balanced accuracy | macro-F1 (mean ± std over seeds)."""
+    row = summary.loc[variant]
+    return " | ".join(mean_std(row[(k, "mean")], row[(k, "std")]) for k in ("balanced_accuracy", "macro_f1"))
+
+
 def quality_lines(quality: dict[str, dict], summary: pd.DataFrame, out: Path) -> list[str]:
     """The fill models' image quality beside the downstream effect of their fills and their cost, one row per fill
     with classifiers so far."""
@@ -274,15 +287,11 @@ def quality_lines(quality: dict[str, dict], summary: pd.DataFrame, out: Path) ->
              "| fill | model (step) | sampler | FID (floor) | domain FD (floor) | class fidelity (floor) | memorized: pixels / domain (worst class) | balanced accuracy | macro-F1 | cost, CPU h |",
              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for variant, r in quality.items():
-        s, f, subject, m = r["score"], r["floor"], r["subject"], r["memorization"]
+        subject, m = r["subject"], r["memorization"]
         worst = {space: max(m[space]["flagged_per_class"].values()) for space in ("pixel", "domain")}
-        row = summary.loc[variant] if variant in summary.index else None
-        downstream = [mean_std(row[(k, 'mean')], row[(k, 'std')]) if row is not None else "–" for k in ("balanced_accuracy", "macro_f1")]
         precision = ", bf16" if subject.get("precision") == "bfloat16" else ""
-        lines.append(f"| {variant} | {subject['label']} ({subject['step']}) | {subject['setting']} ({subject['nfe']:.0f} NFE{precision}) | "
-                     f"{s['fid']['fd']['mean']:.1f} ({f['fid']['fd']['mean']:.1f}) | {s['domain']['fd']['mean']:.2f} ({f['domain']['fd']['mean']:.2f}) | "
-                     f"{s['class_fidelity']['accuracy']:.3f} ({f['class_fidelity']['accuracy']:.3f}) | "
-                     f"{m['pixel']['flagged']:.1%} / {m['domain']['flagged']:.1%} ({worst['pixel']:.1%} / {worst['domain']:.1%}) | " + " | ".join(downstream) + f" | {fill_cost(out, variant, r)} |")  # fmt: skip
+        lines.append(f"| {variant} | {subject['label']} ({subject['step']}) | {subject['setting']} ({subject['nfe']:.0f} NFE{precision}) | {score_cells(r)} "
+                     f"({worst['pixel']:.1%} / {worst['domain']:.1%}) | {downstream_cells(summary, variant)} | {fill_cost(out, variant, r)} |")  # fmt: skip
     lines += ["", "Closest synthetic / training pairs of each fill model (pixel distance; is any a copy of a patient's image?):", ""]
     figures: dict[str, str] = {}  # one per model and sampler, named by its first fill
     for variant, r in quality.items():
@@ -305,11 +314,7 @@ def fill_images_lines(scores: dict[str, dict], summary: pd.DataFrame) -> list[st
              "| fill | images scored | FID (floor) | domain FD (floor) | class fidelity (floor) | memorized: pixels / domain | balanced accuracy | macro-F1 |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for variant, r in scores.items():
-        s, f, m, row = r["score"], r["floor"], r["memorization"], summary.loc[variant]
-        downstream = " | ".join(mean_std(row[(k, "mean")], row[(k, "std")]) for k in ("balanced_accuracy", "macro_f1"))
-        lines.append(f"| {variant} | {sum(r['setup']['counts'])} | {s['fid']['fd']['mean']:.1f} ({f['fid']['fd']['mean']:.1f}) | "
-                     f"{s['domain']['fd']['mean']:.2f} ({f['domain']['fd']['mean']:.2f}) | {s['class_fidelity']['accuracy']:.3f} ({f['class_fidelity']['accuracy']:.3f}) | "
-                     f"{m['pixel']['flagged']:.1%} / {m['domain']['flagged']:.1%} | {downstream} |")  # fmt: skip
+        lines.append(f"| {variant} | {sum(r['setup']['counts'])} | {score_cells(r)} | {downstream_cells(summary, variant)} |")
     return lines + [""]
 
 
