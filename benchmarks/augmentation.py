@@ -30,7 +30,8 @@ With ``--quality`` each fill file's own synthetic images are scored too (what a 
 <dataset>_<size>/evaluations/<fill>_images.json). Every fill file present is also audited whole: each synthetic image's nearest real image of the set it fills
 (pixels and domain features) against the official test images' (OUT/quality/<fill>_audit.json and its pairs).
 ``--converged P`` trains every variant a second time to convergence (validation balanced accuracy,
-patience P epochs, at most --max-epochs), as <variant>_conv: equal steps show a fill's real images less often.
+patience P epochs, at most --max-epochs), as <variant>_conv: equal steps show a fill's real images less often;
+``--converged-only resample,classical,full,fill_m`` limits the twins to those (converged classifiers cost ~10× more).
 Results: OUT/README.md (mean ± std over seeds, classifier CPU seconds), OUT/results.csv, OUT/per_class_recall.png;
 ``--page-only`` rebuilds them from what is made so far (while a benchmark runs on; rows name their seeds when some
 are missing, and one seed gets no verdict). OUT/READING.md, hand-written, leads the page.
@@ -355,6 +356,12 @@ def own_variants(made: list[str], out: Path) -> tuple[list[str], list[str], dict
     return augment_args, [], expected
 
 
+def has_converged_twin(name: str, patience: int | None, unvaried: set[str], only: set[str] | None) -> bool:
+    """Whether variant ``name`` is also trained to convergence (as <name>_conv): only with --converged, never for the
+    fills outside --vary (a twin would remake their fills), and within --converged-only where given."""
+    return bool(patience) and name not in unvaried and (only is None or name in only)
+
+
 def variants(lt_file: Path, fills: dict[str, Path], with_full: bool, extra: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
     """Variant name -> the classify arguments that define its training data and recipe; ``extra``: the fill
     variants' names and arguments."""
@@ -489,6 +496,7 @@ def main() -> None:
     p.add_argument("--quality", action="store_true", help="also score each fill model at its fill's sampler as the dataset pages do "
                    "(n 400 class-matched, FID, domain FD, class fidelity, memorization audit) into OUT/quality/, shown beside its downstream effect")
     p.add_argument("--converged", type=int, help="also train every variant to convergence with this patience (epochs), as <variant>_conv")
+    p.add_argument("--converged-only", help="comma-separated variants that get the converged twin (default: every baseline and every variant of the --vary fills)")
     p.add_argument("--max-epochs", type=int, default=60, help="the cap of a converged classifier's epochs")
     p.add_argument("--page-only", action="store_true", help="train and draw nothing: rebuild the page from what is made (rows name their seeds when some are missing)")
     args = p.parse_args()
@@ -505,6 +513,10 @@ def main() -> None:
     fill_variants = [v for v in args.variants.split(",") if v]
     varied = {name for name, *_ in fill_items if args.vary is None or name in args.vary.split(",")}
     unvaried = {f"{kind}_{name}" for name, *_ in fill_items if name not in varied for kind in ("fill", "tstr")}  # no converged twin: it would remake their fills
+    converged_only = set(args.converged_only.split(",")) if args.converged_only else None
+
+    def converged_twin(name: str) -> bool:
+        return has_converged_twin(name, args.converged, unvaried, converged_only)
 
     equal_steps = ["--steps", str(args.steps)]
 
@@ -515,7 +527,7 @@ def main() -> None:
     def classify(name: str, extra: list[str]) -> None:
         """Every seed of one variant: at the equal step budget, and converged (as <name>_conv) when asked."""
         budgets = {name: equal_steps}
-        if args.converged and name not in unvaried:
+        if converged_twin(name):
             budgets[f"{name}_conv"] = ["--patience", str(args.converged), "--epochs", str(args.max_epochs)]
         for variant, budget in budgets.items():
             for seed in seeds:
@@ -568,8 +580,7 @@ def main() -> None:
             audits[variant] = record
         if args.quality and (record := fill_images_record(out, path, args.dataset, args.size, args.data_root, common)):
             own_images[variant] = record
-    if args.converged:
-        plan = {**plan, **{f"{name}_conv": extra for name, extra in plan.items() if name not in unvaried}}
+    plan = {**plan, **{f"{name}_conv": extra for name, extra in plan.items() if converged_twin(name)}}
     lt_counts = read_provenance(lt_file)["train_counts"]
     write_report(out, collect(out, list(plan), seeds), args.dataset, "python " + " ".join(a for a in sys.argv if a != "--page-only"), lt_counts, args.steps, quality, audits, own_images)
     print(f"wrote {out / 'README.md'}")

@@ -87,6 +87,15 @@ def test_converged_fills_are_compared_with_converged_baselines(bench):
     assert "-0.100 vs resample_conv (one seed, no verdict)" in bench.verdicts(one, num_classes=5)[1]
 
 
+def test_converged_twins_follow_converged_vary_and_converged_only(bench):
+    unvaried = {"fill_old", "tstr_old"}
+    assert bench.has_converged_twin("classical", 5, unvaried, None) and bench.has_converged_twin("tstr_new", 5, unvaried, None)
+    assert not bench.has_converged_twin("classical", None, unvaried, None)  # no --converged
+    assert not bench.has_converged_twin("fill_old", 5, unvaried, None)  # outside --vary
+    only = {"classical", "fill_new"}
+    assert [v for v in ("real", "classical", "fill_new", "tstr_new", "fill_old") if bench.has_converged_twin(v, 5, unvaried, only)] == ["classical", "fill_new"]
+
+
 def test_a_fill_argument_names_a_run_and_optionally_its_sampler(bench, tmp_path):
     assert bench.parse_fill("p=runs/a@heun:18") == ("p", "runs/a", {"solver": "heun", "steps": 18}, [])
     assert bench.parse_fill("p=runs/a@rk45") == ("p", "runs/a", {"solver": "rk45"}, [])
