@@ -31,19 +31,24 @@ def bench():
     return load_benchmark("augmentation")
 
 
-def test_tail_classes_are_those_below_the_median(bench):
-    assert bench.tail_classes([486, 128, 206, 194, 66]) == [1, 4]
-    assert bench.tail_classes([100, 100, 100]) == []
+@pytest.fixture(scope="module")
+def page(bench):
+    return sys.modules["augmentation_page"]  # the page module the benchmark imports
 
 
-def test_verdicts_call_gains_only_beyond_the_seed_spread(bench):
+def test_tail_classes_are_those_below_the_median(page):
+    assert page.tail_classes([486, 128, 206, 194, 66]) == [1, 4]
+    assert page.tail_classes([100, 100, 100]) == []
+
+
+def test_verdicts_call_gains_only_beyond_the_seed_spread(page):
     rows = []
     for variant, (mean, wiggle) in {"real": (0.28, 0.01), "resample": (0.30, 0.01), "fill_big": (0.40, 0.01), "fill_noise": (0.31, 0.02), "tstr_big": (0.21, 0.01)}.items():
         for seed, sign in enumerate((-1, 0, 1)):
             value = mean + sign * wiggle
             rows.append({"variant": variant, "seed": seed, "balanced_accuracy": value, "macro_f1": value, "tail_recall": 0.5 - (value - 0.3)})
     summary = pd.DataFrame(rows).groupby("variant", sort=False)[["balanced_accuracy", "macro_f1", "tail_recall"]].agg(["mean", "std"])
-    big, noise, tstr = bench.verdicts(summary, num_classes=5)
+    big, noise, tstr = page.verdicts(summary, num_classes=5)
     assert big.startswith("- **fill_big**") and "balanced accuracy +0.100 vs resample (gain)" in big and "tail recall -0.100 vs resample (loss)" in big
     assert "balanced accuracy +0.010 vs resample (within the seed spread)" in noise
     assert "classical" not in big  # a baseline that was not run is not compared
@@ -76,15 +81,15 @@ def test_fill_variants_name_their_arguments(bench, tmp_path):
         bench.fill_variant("more", tmp_path)
 
 
-def test_converged_fills_are_compared_with_converged_baselines(bench):
+def test_converged_fills_are_compared_with_converged_baselines(page):
     rows = [{"variant": v, "seed": s, "balanced_accuracy": m + d, "macro_f1": m + d, "tail_recall": m + d}
             for v, m in {"resample": 0.5, "resample_conv": 0.7, "fill_x": 0.6, "fill_x_conv": 0.6}.items() for s, d in enumerate((-0.01, 0.0, 0.01))]  # fmt: skip
     summary = pd.DataFrame(rows).groupby("variant", sort=False)[["balanced_accuracy", "macro_f1", "tail_recall"]].agg(["mean", "std"])
-    plain, conv = bench.verdicts(summary, num_classes=5)
+    plain, conv = page.verdicts(summary, num_classes=5)
     assert "+0.100 vs resample (gain)" in plain and "-0.100 vs resample_conv (loss)" in conv
     one = summary.copy()
     one.loc["fill_x_conv", ("balanced_accuracy", "std")] = np.nan  # one seed trained so far
-    assert "-0.100 vs resample_conv (one seed, no verdict)" in bench.verdicts(one, num_classes=5)[1]
+    assert "-0.100 vs resample_conv (one seed, no verdict)" in page.verdicts(one, num_classes=5)[1]
 
 
 def test_converged_twins_follow_converged_vary_and_converged_only(bench):
@@ -141,7 +146,7 @@ def test_a_fill_models_score_is_found_by_run_sampler_and_guidance(bench, tmp_pat
     for run, sampler, guidance in (("runs/b", {}, 0.0), ("runs/a", {"steps": 10}, 0.0), ("runs/a", {"solver": "euler"}, 0.0), ("runs/a", {}, 2.0)):
         assert bench.quality_record(tmp_path, run, sampler, guidance) is None
 
-def test_a_fills_cost_is_its_models_training_to_the_fill_step_and_its_drawing(bench, tmp_path):
+def test_a_fills_cost_is_its_models_training_to_the_fill_step_and_its_drawing(page, tmp_path):
     from medpfgm.run import training_seconds
 
     run = tmp_path / "run"
@@ -154,10 +159,10 @@ def test_a_fills_cost_is_its_models_training_to_the_fill_step_and_its_drawing(be
     (tmp_path / "fill_a.npz.provenance.json").write_text(json.dumps(made | {"sampling_seconds": 720.0}))
     (tmp_path / "fill_b.npz.provenance.json").write_text(json.dumps(made))  # made before sampling time was recorded
     (tmp_path / "fill_c.npz.provenance.json").write_text(json.dumps(made | {"filter": {"drawn": [2000, 1000], "kept": [600, 400]}}))
-    assert bench.fill_cost(tmp_path, "fill_a", record) == "1.0 + 0.20"
-    assert bench.fill_cost(tmp_path, "fill_b", record) == "1.0 + ≈0.10"  # 1,000 images at 0.36 s
-    assert bench.fill_cost(tmp_path, "fill_c", record) == "1.0 + ≈0.30"  # a filter pays for what it drew
-    assert bench.fill_cost(tmp_path, "fill_none", record) == "– + –"
+    assert page.fill_cost(tmp_path, "fill_a", record) == "1.0 + 0.20"
+    assert page.fill_cost(tmp_path, "fill_b", record) == "1.0 + ≈0.10"  # 1,000 images at 0.36 s
+    assert page.fill_cost(tmp_path, "fill_c", record) == "1.0 + ≈0.30"  # a filter pays for what it drew
+    assert page.fill_cost(tmp_path, "fill_none", record) == "– + –"
 
 
 def test_the_fill_grid_draws_the_synthetic_rows_only(bench, tmp_path):
@@ -314,22 +319,22 @@ def test_failed_draws_counts_only_saturated_samples():
     assert stand_ins.shape == (5, 3, 28, 28) and ablation.failed_draws(stand_ins) == 1.0
 
 
-def test_the_augmentation_page_keeps_its_hand_written_reading(bench, tmp_path):
+def test_the_augmentation_page_keeps_its_hand_written_reading(page, tmp_path):
     rng = np.random.default_rng(0)
-    rows = [{"variant": v, "seed": s, **{m: float(rng.uniform(0.5, 0.9)) for m in bench.METRICS}, "recall": rng.uniform(0, 1, 8),
+    rows = [{"variant": v, "seed": s, **{m: float(rng.uniform(0.5, 0.9)) for m in page.METRICS}, "recall": rng.uniform(0, 1, 8),
              "train_images": 100, "width": 16, "batch_size": 128, "cpu_seconds": 10.0} for v in ("resample", "fill_x") for s in (0, 1, 2)]  # fmt: skip
     (tmp_path / "READING.md").write_text("The fill came closest on tail recall.\n")
-    bench.write_report(tmp_path, pd.DataFrame(rows), "bloodmnist", "python benchmarks/augmentation.py …", [44, 1206, 167, 625, 23, 86, 2330, 323], 300)
-    page = (tmp_path / "README.md").read_text()
-    assert page.index("The fill came closest on tail recall.") < page.index("| variant |")  # the reading leads, the table follows
-    assert "- **fill_x**: balanced accuracy" in page and (tmp_path / "per_class_recall.png").is_file()
+    page.write_report(tmp_path, pd.DataFrame(rows), "bloodmnist", "python benchmarks/augmentation.py …", [44, 1206, 167, 625, 23, 86, 2330, 323], 300)
+    text = (tmp_path / "README.md").read_text()
+    assert text.index("The fill came closest on tail recall.") < text.index("| variant |")  # the reading leads, the table follows
+    assert "- **fill_x**: balanced accuracy" in text and (tmp_path / "per_class_recall.png").is_file()
     rows.append(rows[0] | {"variant": "fill_x_conv", "seed": 0})  # a converged twin with one seed trained so far
-    bench.write_report(tmp_path, pd.DataFrame(rows), "bloodmnist", "python benchmarks/augmentation.py …", [44, 1206, 167, 625, 23, 86, 2330, 323], 300)
-    page = (tmp_path / "README.md").read_text()
-    assert f"| fill_x_conv (1 of 3 seeds) | 100 | 10 | {rows[0]['accuracy']:.3f} |" in page and "nan" not in page
+    page.write_report(tmp_path, pd.DataFrame(rows), "bloodmnist", "python benchmarks/augmentation.py …", [44, 1206, 167, 625, 23, 86, 2330, 323], 300)
+    text = (tmp_path / "README.md").read_text()
+    assert f"| fill_x_conv (1 of 3 seeds) | 100 | 10 | {rows[0]['accuracy']:.3f} |" in text and "nan" not in text
 
 
-def test_every_fill_image_is_audited_against_the_real_images_it_fills(bench, tmp_path, data_root):
+def test_every_fill_image_is_audited_against_the_real_images_it_fills(bench, page, tmp_path, data_root):
     from medpfgm.data import load_split
 
     train, test = (load_split("bloodmnist", 28, s, data_root) for s in ("train", "test"))
@@ -348,11 +353,11 @@ def test_every_fill_image_is_audited_against_the_real_images_it_fills(bench, tmp
     assert (tmp_path / "quality" / record["figure"]).is_file()
     fill.unlink()  # fills are not kept: the audit is read back
     assert bench.audit_fill(tmp_path, fill, "bloodmnist", 28, str(data_root)) == json.loads(json.dumps(record))
-    lines = bench.audit_lines({"fill_x": record}, ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"])
+    lines = page.audit_lines({"fill_x": record}, ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"])
     assert any(line.startswith("| fill_x | 80 | 25.0% / 25.0% | c4 100.0% / c4 100.0% |") for line in lines)
 
 
-def test_a_fills_own_images_are_scored_over_the_classes_it_fills(bench, tmp_path, data_root):
+def test_a_fills_own_images_are_scored_over_the_classes_it_fills(bench, page, tmp_path, data_root):
     """A fill of copied training images is scored as copies (every one flagged), and the class it leaves unfilled is not scored."""
     from medpfgm.data import load_split
 
@@ -370,8 +375,8 @@ def test_a_fills_own_images_are_scored_over_the_classes_it_fills(bench, tmp_path
     assert not (tmp_path / "quality" / "fill_x_images.npz").exists()  # evaluate's input is not kept
     fill.unlink()
     assert bench.fill_images_record(tmp_path, fill, "bloodmnist", 28, str(data_root), []) == record  # read back
-    rows = [{"variant": "fill_x", "seed": s, **{m: 0.8 for m in bench.METRICS}, "recall": np.full(8, 0.8), "train_images": 155,
+    rows = [{"variant": "fill_x", "seed": s, **{m: 0.8 for m in page.METRICS}, "recall": np.full(8, 0.8), "train_images": 155,
              "width": 16, "batch_size": 128, "cpu_seconds": 10.0} for s in (0, 1, 2)]  # fmt: skip
-    bench.write_report(tmp_path, pd.DataFrame(rows), "bloodmnist", "python benchmarks/augmentation.py …", [44, 1206, 167, 625, 23, 86, 2330, 323], 300,
+    page.write_report(tmp_path, pd.DataFrame(rows), "bloodmnist", "python benchmarks/augmentation.py …", [44, 1206, 167, 625, 23, 86, 2330, 323], 300,
                        own_images={"fill_x": record})  # fmt: skip
     assert f"| fill_x | {sum(counts)} | {record['score']['fid']['fd']['mean']:.1f} (" in (tmp_path / "README.md").read_text()
