@@ -77,8 +77,16 @@ def verdicts(summary: pd.DataFrame, num_classes: int, baselines: tuple[str, ...]
     return lines
 
 
+def table_head(title: str, text: str, columns: list[str]) -> list[str]:
+    """A page section's first lines: its title, its text and a markdown table's header."""
+    return [f"## {title}", "", text, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
+SCORE_COLUMNS = ["FID (floor)", "domain FD (floor)", "class fidelity (floor)", "memorized: pixels / domain"]
+
+
 def score_cells(record: dict) -> str:
-    """An evaluation record's table cells: FID (floor) | domain FD (floor) | class fidelity (floor) | flagged pixels / domain."""
+    """An evaluation record's cells under SCORE_COLUMNS."""
     s, f, m = record["score"], record["floor"], record["memorization"]
     return (f"{s['fid']['fd']['mean']:.1f} ({f['fid']['fd']['mean']:.1f}) | {s['domain']['fd']['mean']:.2f} ({f['domain']['fd']['mean']:.2f}) | "
             f"{s['class_fidelity']['accuracy']:.3f} ({f['class_fidelity']['accuracy']:.3f}) | {m['pixel']['flagged']:.1%} / {m['domain']['flagged']:.1%}")  # fmt: skip
@@ -112,14 +120,13 @@ def quality_lines(quality: dict[str, dict], summary: pd.DataFrame, out: Path) ->
     quality = {variant: r for variant, r in quality.items() if variant in summary.index}
     if not quality:
         return []
-    lines = ["## Fill quality beside its downstream effect", "",
+    lines = table_head("Fill quality beside its downstream effect",
              "Each fill's model at the fill's sampler, scored as the dataset pages score models: 400 images against as many "
              "class-matched images of the full official training split (mean of 5 reference draws; floor: test vs train at the same n), "
              "and the memorization audit (share of synthetic images closer to a training image than 99 % of test images are; "
              "honest generators sit near 1 %; worst class in brackets). Does a better FID give a better classifier? "
-             "Cost: CPU hours of training the fill's model + drawing the fill (one thread; ≈: estimated from the evaluation's time per image).", "",
-             "| fill | model (step) | sampler | FID (floor) | domain FD (floor) | class fidelity (floor) | memorized: pixels / domain (worst class) | balanced accuracy | macro-F1 | cost, CPU h |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "Cost: CPU hours of training the fill's model + drawing the fill (one thread; ≈: estimated from the evaluation's time per image).",
+             ["fill", "model (step)", "sampler", *SCORE_COLUMNS[:-1], "memorized: pixels / domain (worst class)", "balanced accuracy", "macro-F1", "cost, CPU h"])  # fmt: skip
     for variant, r in quality.items():
         subject, m = r["subject"], r["memorization"]
         worst = {space: max(m[space]["flagged_per_class"].values()) for space in ("pixel", "domain")}
@@ -140,13 +147,12 @@ def fill_images_lines(scores: dict[str, dict], summary: pd.DataFrame) -> list[st
     scores = {variant: r for variant, r in scores.items() if variant in summary.index}
     if not scores:
         return []
-    lines = ["## Each fill's own images", "",
+    lines = table_head("Each fill's own images",
              "The synthetic images of each fill file — what its classifiers saw, after a filter or a fraction — scored as above: up to 400 "
              "of them in the training split's class proportions over the classes the fill fills (the largest class has no synthetic "
              "image), against as many class-matched training images; floors and scores are of these classes, so they differ from the "
-             "model rows above.", "",
-             "| fill | images scored | FID (floor) | domain FD (floor) | class fidelity (floor) | memorized: pixels / domain | balanced accuracy | macro-F1 |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "model rows above.",
+             ["fill", "images scored", *SCORE_COLUMNS, "balanced accuracy", "macro-F1"])  # fmt: skip
     for variant, r in scores.items():
         lines.append(f"| {variant} | {sum(r['setup']['counts'])} | {score_cells(r)} | {downstream_cells(summary, variant)} |")
     return lines + [""]
@@ -156,12 +162,11 @@ def audit_lines(audits: dict[str, dict], names: list[str]) -> list[str]:
     """The page's audit of every fill image: flagged shares overall and in the worst class, distances, closest pairs."""
     if not audits:
         return []
-    lines = ["## Memorization audit of every fill image", "",
+    lines = table_head("Memorization audit of every fill image",
              "Every synthetic image of the fill against the real images it was added to (the long-tailed set its model trained on): "
              "flagged when closer to one of them than 99 % of the official test images are (honest generators sit near 1 %); "
-             "medians: Euclidean distance to the nearest of those images, pixels scaled to [0, 1].", "",
-             "| fill | synthetic images | flagged: pixels / domain | worst class: pixels / domain | median distance: synthetic / test |",
-             "|---|---|---|---|---|"]  # fmt: skip
+             "medians: Euclidean distance to the nearest of those images, pixels scaled to [0, 1].",
+             ["fill", "synthetic images", "flagged: pixels / domain", "worst class: pixels / domain", "median distance: synthetic / test"])  # fmt: skip
     for variant, a in audits.items():
         worst = {space: max(a[space]["flagged_per_class"].items(), key=lambda kv: kv[1]) for space in ("pixel", "domain")}
         lines.append(f"| {variant} | {a['n_fake']} | {a['pixel']['flagged']:.1%} / {a['domain']['flagged']:.1%} | "
