@@ -26,9 +26,10 @@ images gains data, not updates. Variants, each over the seeds:
 ``--vary A,B`` gives the variants and converged twins to those fills only (default: all). ``--quality``
 scores each fill's model at the fill's sampler as the dataset pages do (n 400, FID, domain FD, class
 fidelity) with the memorization audit, into OUT/quality/, beside the fill's downstream effect on the page.
-With ``--quality`` each fill file's own synthetic images are scored too (what a filter kept, not its model's draws; OUT/quality/
-<dataset>_<size>/evaluations/<fill>_images.json). Every fill file present is also audited whole: each synthetic image's nearest real image of the set it fills
-(pixels and domain features) against the official test images' (OUT/quality/<fill>_audit.json and its pairs).
+With ``--quality`` each fill file's own synthetic images are scored too (what a filter kept, not its model's
+draws; OUT/quality/<dataset>_<size>/evaluations/<fill>_images.json). Every fill file present is also audited
+whole: each synthetic image's nearest real image of the set it fills (pixels and domain features) against the
+official test images' (OUT/quality/<fill>_audit.json and its pairs).
 ``--converged P`` trains every variant a second time to convergence (validation balanced accuracy,
 patience P epochs, at most --max-epochs), as <variant>_conv: equal steps show a fill's real images less often;
 ``--converged-only resample,classical,full,fill_m`` limits the twins to those (converged classifiers cost ~10× more).
