@@ -142,6 +142,14 @@ def fill_grid(images: np.ndarray, labels: np.ndarray, dataset: str, path: Path, 
 QUALITY_METRICS = "domain,fid,memorization"
 
 
+def page_classifier(dataset: str, size: int) -> Path:
+    """The dataset page's evaluation classifier, the one every fill score and audit here uses (found from the
+    repository, not the working directory)."""
+    from medpfgm.evaluate.pipeline import report_dir
+
+    return report_dir(dataset, size, ROOT / "reports") / "classifier"
+
+
 def quality_record(out: Path, run_dir: str, sampler: dict, guidance: float) -> dict | None:
     """The evaluation in OUT/quality/ of ``run_dir`` at ``sampler`` (its solver and steps where given) and
     guidance weight, else None."""
@@ -159,7 +167,7 @@ def score_fill_model(out: Path, run_dir: str, sampler: dict, guidance: float, da
     class-matched images of the full official training split, with floors; the dataset page's evaluation
     classifier) plus the memorization audit, into OUT/quality/."""
     run("evaluate", "--run", run_dir, *sampler_args(sampler), *(["--guidance", f"{guidance:g}"] if guidance else []), "--metrics", QUALITY_METRICS,
-        "--classifier", f"reports/{dataset}_{size}/classifier", "--reports", str(out / "quality"), "--quiet", *common)  # fmt: skip
+        "--classifier", str(page_classifier(dataset, size)), "--reports", str(out / "quality"), "--quiet", *common)  # fmt: skip
     return quality_record(out, run_dir, sampler, guidance)
 
 
@@ -179,7 +187,7 @@ def audit_fill(out: Path, path: Path, dataset: str, size: int, data_root: str | 
 
     images, labels, synthetic = read_training_file(path)
     test = load_split(dataset, size, "test", data_root)
-    classifier, _ = checked_classifier(ROOT / "reports" / f"{dataset}_{size}" / "classifier", dataset, size, "cpu")
+    classifier, _ = checked_classifier(page_classifier(dataset, size), dataset, size, "cpu")
     record_path.parent.mkdir(parents=True, exist_ok=True)
     record = audit_with_pairs(images[synthetic], labels[synthetic], images[~synthetic], test.images, test.num_classes, domain_space(classifier),
                               record_path.with_name(f"{path.stem}_pairs.png"), f"{path.stem}, all {int(synthetic.sum())} synthetic images")  # fmt: skip
@@ -211,7 +219,7 @@ def fill_images_record(out: Path, path: Path, dataset: str, size: int, data_root
     counts = stratified_counts(proportions, min(DEFAULT_N, max_stratified_n(np.minimum(test.class_counts(), have), proportions)))
     pick = np.concatenate([np.flatnonzero(synthetic & (labels == c))[:k] for c, k in enumerate(counts)])
     samples = save_images_npz(out / "quality" / f"{stem}.npz", images[pick], labels[pick])  # evaluate's input only: the fill is the record
-    run("evaluate", "--samples", str(samples), "--dataset", dataset, "--metrics", QUALITY_METRICS, "--classifier", str(ROOT / "reports" / f"{dataset}_{size}" / "classifier"),
+    run("evaluate", "--samples", str(samples), "--dataset", dataset, "--metrics", QUALITY_METRICS, "--classifier", str(page_classifier(dataset, size)),
         "--reports", str(out / "quality"), "--out", str(record_path), "--quiet", *common)  # fmt: skip
     samples.unlink()
     return json.loads(record_path.read_text())
