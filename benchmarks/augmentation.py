@@ -257,6 +257,12 @@ def has_converged_twin(name: str, patience: int | None, unvaried: set[str], only
     return bool(patience) and name not in unvaried and (only is None or name in only)
 
 
+def classifiers_of(users: list[str], twin) -> list[str]:
+    """The classifiers trained on one fill file: each variant in ``users`` at equal steps, and its converged twin
+    (<variant>_conv) where ``twin(variant)`` says it has one — a fill is remade only while one of these is missing."""
+    return [*users, *(f"{user}_conv" for user in users if twin(user))]
+
+
 def variants(lt_file: Path, fills: dict[str, Path], with_full: bool, extra: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
     """Variant name -> the classify arguments that define its training data and recipe; ``extra``: the fill
     variants' names and arguments."""
@@ -337,12 +343,11 @@ def main() -> None:
     fills, extra_plan = {}, {}
     for name, run_dir, sampler, _ in fill_items:
         files: dict[Path, tuple[list[str], dict, list[str]]] = {}  # fill file -> (augment args, provenance asked, its variants)
-        twins = ["", "_conv"] if args.converged and name in varied else [""]  # the classifiers of a variant: equal steps, and converged
         for variant in ["", *(fill_variants if name in varied else [])]:
             augment_args, classify_args, expected = fill_variant(variant, out) if variant else owns[name]
             path = out / f"fill_{name}_{variant}.npz" if variant and augment_args else out / f"fill_{name}.npz"
             users = [f"fill_{name}_{variant}"] if variant else [f"fill_{name}", f"tstr_{name}"]
-            files.setdefault(path, (augment_args, expected, []))[2].extend(u + t for u in users for t in twins)
+            files.setdefault(path, (augment_args, expected, []))[2].extend(classifiers_of(users, converged_twin))
             if variant:
                 extra_plan[f"fill_{name}_{variant}"] = ["--train-file", str(path), *classify_args]
             else:

@@ -99,6 +99,10 @@ def test_converged_twins_follow_converged_vary_and_converged_only(bench):
     assert not bench.has_converged_twin("fill_old", 5, unvaried, None)  # outside --vary
     only = {"classical", "fill_new"}
     assert [v for v in ("real", "classical", "fill_new", "tstr_new", "fill_old") if bench.has_converged_twin(v, 5, unvaried, only)] == ["classical", "fill_new"]
+    # a fill file is remade only for the classifiers that will be trained on it: no twin outside --converged-only
+    twin = lambda v: bench.has_converged_twin(v, 5, unvaried, only)  # noqa: E731
+    assert bench.classifiers_of(["fill_new", "tstr_new"], twin) == ["fill_new", "tstr_new", "fill_new_conv"]
+    assert bench.classifiers_of(["fill_new"], lambda v: bench.has_converged_twin(v, 5, unvaried, {"classical"})) == ["fill_new"]
 
 
 def test_a_fill_argument_names_a_run_and_optionally_its_sampler(bench, tmp_path):
