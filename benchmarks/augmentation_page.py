@@ -37,8 +37,15 @@ def collect(out: Path, names: list[str], seeds: list[int]) -> pd.DataFrame:
             meta = json.loads((classifier_dir(out, name, seed) / "classifier.json").read_text())
             rows.append({"variant": name, "seed": seed, **{m: meta["test"][m] for m in METRICS}, "recall": meta["test"]["per_class_recall"],
                          "train_images": sum(meta["train_counts"]), "width": meta["config"]["width"], "batch_size": meta["config"]["batch_size"],
-                         "cpu_seconds": meta.get("train_seconds", float("nan"))})  # fmt: skip
+                         "cpu_seconds": meta.get("train_seconds", float("nan")), "machine": meta.get("machine")})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def machines_line(df: pd.DataFrame) -> str:
+    """Where the page's classifiers were trained: each machine with how many, most first ('not recorded' for
+    classifiers older than the record, 2026-12-07); classifier seconds compare only within one machine."""
+    machines = df["machine"] if "machine" in df else pd.Series([None] * len(df), dtype=object)
+    return "; ".join(f"{name} ({count})" for name, count in machines.fillna("not recorded").value_counts().items())
 
 
 def tail_classes(lt_counts: list[int]) -> list[int]:
@@ -198,7 +205,8 @@ def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_cou
 
     widths, batches = sorted(df.width.unique()), sorted(df.batch_size.unique())
     lines = [f"# Class-balanced augmentation: {dataset}, long-tailed training counts {lt_counts}", ""]
-    lines += [f"Page written on {machine()}; mean ± std over seeds {sorted(df.seed.unique().tolist())}, official test split; every classifier\n"
+    lines += [f"Page written on {machine()}; classifiers trained on: {machines_line(df)}.", ""]
+    lines += [f"Mean ± std over seeds {sorted(df.seed.unique().tolist())}, official test split; every classifier\n"
               f"(ResNet-18 layout, width {', '.join(map(str, widths))}) trained for {steps} optimizer steps of {', '.join(map(str, batches))} images. "
               f"Tail recall: mean test recall of the classes with fewer training images than the median class ({', '.join(names[c] for c in tail)}).",
               "", "```", command, "```", ""]  # fmt: skip

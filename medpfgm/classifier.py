@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from medpfgm.data import random_flips, to_unit_range
 from medpfgm.errors import MedpfgmError, shorten
 from medpfgm.io import atomic_write, sha256_of, write_json
+from medpfgm.machine import machine
 
 
 @dataclass
@@ -182,7 +183,7 @@ def train_classifier(
                 net.load_state_dict(best[1])
     bar.close()
     last_loss = float(np.mean(losses[-steps_per_epoch:]))  # the last epoch's steps (all of them when fewer)
-    info = {"train_seconds": time.perf_counter() - t0, "final_epoch_loss": last_loss, "train_steps": len(losses)}
+    info = {"train_seconds": time.perf_counter() - t0, "machine": machine(), "final_epoch_loss": last_loss, "train_steps": len(losses)}
     if best is not None:
         net.load_state_dict(best[1])
         info.update(val_balanced_accuracy=curve, best_epoch=best[0] + 1, epochs_run=len(curve), lr_cut_after_epochs=[c + 1 for c in cuts])

@@ -10,6 +10,7 @@ import pytest
 from medpfgm.augment import fill_counts, long_tailed_counts
 from medpfgm.data import load_split, read_npz_split
 from medpfgm.errors import MedpfgmError
+from medpfgm.machine import machine
 from tests.conftest import write_tiny_recipe
 from tests.test_cli import assert_one_line_error, run_cli
 
@@ -77,6 +78,7 @@ def test_longtail_then_augment_round_trip_through_the_loaders(capsys, tmp_path, 
         meta = json.loads((tmp_path / "clf" / "classifier.json").read_text())
         expected = np.bincount(labels[mask] if extra else labels, minlength=5)
         assert meta["train_counts"] == expected.tolist() and "test accuracy" in out
+        assert meta["machine"] == machine()  # the benchmark pages say where each classifier was trained
 
 
 def test_classical_augment_turns_and_jitters_within_range():

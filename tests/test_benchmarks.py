@@ -331,11 +331,13 @@ def test_the_augmentation_page_keeps_its_hand_written_reading(page, tmp_path):
     page.write_report(tmp_path, pd.DataFrame(rows), "bloodmnist", "python benchmarks/augmentation.py …", [44, 1206, 167, 625, 23, 86, 2330, 323], 300)
     text = (tmp_path / "README.md").read_text()
     assert text.index("The fill came closest on tail recall.") < text.index("| variant |")  # the reading leads, the table follows
+    assert "classifiers trained on: not recorded (6)." in text
     assert "- **fill_x**: balanced accuracy" in text and (tmp_path / "per_class_recall.png").is_file()
-    rows.append(rows[0] | {"variant": "fill_x_conv", "seed": 0})  # a converged twin with one seed trained so far
+    rows.append(rows[0] | {"variant": "fill_x_conv", "seed": 0, "machine": "CPU A"})  # a converged twin with one seed trained so far
     page.write_report(tmp_path, pd.DataFrame(rows), "bloodmnist", "python benchmarks/augmentation.py …", [44, 1206, 167, 625, 23, 86, 2330, 323], 300)
     text = (tmp_path / "README.md").read_text()
     assert f"| fill_x_conv (1 of 3 seeds) | 100 | 10 | {rows[0]['accuracy']:.3f} |" in text and "nan" not in text
+    assert "classifiers trained on: not recorded (6); CPU A (1)." in text
 
 
 def test_every_fill_image_is_audited_against_the_real_images_it_fills(bench, page, tmp_path, data_root):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -24,23 +23,10 @@ from medpfgm.evaluate.features import FeatureUnavailable, RadiomicsSpace, domain
 from medpfgm.evaluate.protocol import ImageSet, max_stratified_n, stratified_counts
 from medpfgm.figures import evaluation_grid
 from medpfgm.io import save_images_npz, write_json
+from medpfgm.machine import machine
 
 DEFAULT_N = 400
 FULL_REFERENCE_N = 2000  # generated images of the large-n protocol (issue: at least 2,000)
-
-
-def machine() -> str:
-    """The CPU model and core count (and GPU when one is used): for the 'measured on' lines."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{model}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
 
 
 def report_dir(dataset: str, size: int, reports: str | Path = "reports") -> Path:
