@@ -78,32 +78,49 @@ def check_filter_classifier(meta: dict, split: Split) -> None:
 
 
 FILTER_ROUNDS = 5  # a filtered fill draws at most this many times (each round asks for what is still missing, twice over)
+MIN_KEEP_RATE = 0.05  # a class kept less often than this is not drawn again: four more rounds would fill under half its gap
+
+
+def round_path(out: Path, r: int) -> Path:
+    """The samples of a filtered fill's round ``r`` (a resume file of ``generate``, kept until the fill is written)."""
+    return out.with_name(f"{out.stem}.round{r}.npz")
+
+
+def fill_draw_files(out: Path) -> list[Path]:
+    """Every samples file a fill bound for ``out`` draws into, to be removed once the fill is written."""
+    from medpfgm.sample import partial_path
+
+    return [partial_path(out), *(partial_path(round_path(out, r)) for r in range(FILTER_ROUNDS))]
 
 
 def filtered_fill(draw, classifier, missing: np.ndarray, min_confidence: float, seed: int, out: Path):
-    """Draw, keep what ``classifier`` is confident of, draw again for the rest, up to FILTER_ROUNDS rounds.
+    """Draw, keep what ``classifier`` is confident of, draw again for the rest, up to FILTER_ROUNDS rounds; a class
+    whose round kept under MIN_KEEP_RATE of its draws is not drawn again.
 
-    ``draw(labels, seed, resume_path)`` returns uint8 images (n, H, W, C) for ``labels``. Returns (images,
-    labels, {"drawn": per class, "kept": per class}); a class can stay short when its images are rarely
+    ``draw(labels, seed, resume_path)`` returns uint8 images (n, H, W, C) for ``labels`` (and keeps them in
+    ``resume_path`` until the fill is written, so a killed fill goes on from its last finished round). Returns
+    (images, labels, {"drawn": per class, "kept": per class}); a class can stay short when its images are rarely
     confident (the provenance says how short). One process.
     """
     from medpfgm.classifier import predict_proba
     from medpfgm.sample import partial_path
 
     need, kept_images, kept_labels = missing.copy(), [], []
-    drawn = np.zeros_like(missing)
+    drawn, given_up = np.zeros_like(missing), np.zeros(len(missing), bool)
     for r in range(FILTER_ROUNDS):
-        if need.sum() == 0:
+        asked = np.where(given_up, 0, 2 * need)  # twice what is missing: most rounds finish at once
+        if asked.sum() == 0:
             break
-        ask = np.repeat(np.arange(len(need)), 2 * need)  # twice what is missing: most rounds finish at once
-        images = draw(ask, seed + 1_000 * r, partial_path(out.with_name(f"{out.stem}.round{r}.npz")))
-        drawn += np.bincount(ask, minlength=len(need))
+        ask = np.repeat(np.arange(len(need)), asked)
+        images = draw(ask, seed + 1_000 * r, partial_path(round_path(out, r)))
+        drawn += asked
         ok = confident(predict_proba(classifier, images), ask, min_confidence)
-        for c in np.flatnonzero(need):
-            take = np.flatnonzero(ok & (ask == c))[: need[c]]
-            kept_images.append(images[take])
-            kept_labels.append(ask[take])
-            need[c] -= len(take)
+        for c in np.flatnonzero(asked):
+            hits = np.flatnonzero(ok & (ask == c))
+            kept_images.append(images[hits[: need[c]]])
+            kept_labels.append(ask[hits[: need[c]]])
+            need[c] -= min(len(hits), need[c])
+            given_up[c] = len(hits) < MIN_KEEP_RATE * asked[c]
     labels = np.concatenate(kept_labels).astype(np.int64) if kept_labels else np.zeros(0, np.int64)
     images = np.concatenate(kept_images) if kept_images else np.zeros((0, *images.shape[1:]), np.uint8)
     kept = np.bincount(labels, minlength=len(missing))

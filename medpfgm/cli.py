@@ -490,7 +490,7 @@ def augment(run_dir, target, out, solver, steps, batch_size, fill_fraction, filt
     _writable(out)  # before any image is sampled
 
     from medpfgm import distributed
-    from medpfgm.augment import check_trained_on, fill_counts, fraction_of_gap, write_augmented
+    from medpfgm.augment import check_trained_on, fill_counts, fill_draw_files, fraction_of_gap, write_augmented
     from medpfgm.data import data_file, load_split, num_channels, resolve_root
     from medpfgm.run import load_run, select_device
     from medpfgm.sample import check_solver, generate, partial_path
@@ -507,7 +507,7 @@ def augment(run_dir, target, out, solver, steps, batch_size, fill_fraction, filt
     solver = check_solver(run, solver or sc.solver)
     draw = lambda labels, round_seed, resume: generate(  # noqa: E731
         run, labels, solver, steps or sc.steps, sc.rtol, sc.atol, batch_size or sc.batch_size, round_seed, dev,
-        progress=not quiet, resume=resume, variant=variant,
+        progress=not quiet, resume=resume, variant=variant, keep_resume=True,
     )[0]  # fmt: skip
     provenance = {"made_by": "medpfgm augment", "run": str(run_dir), "run_step": run.step, "solver": solver, "steps": steps or sc.steps, "seed": seed,
                   "guidance": variant.guidance, "project": variant.project, "precision": variant.precision, "target": target, "fill_fraction": fill_fraction}  # fmt: skip
@@ -530,6 +530,8 @@ def augment(run_dir, target, out, solver, steps, batch_size, fill_fraction, filt
     filled = np.bincount(synth_labels, minlength=len(missing)).tolist()
     provenance["sampling_seconds"] = time.perf_counter() - started  # of this process (a resumed fill: since the resume)
     path = write_augmented(source, cfg.dataset, cfg.size, images, synth_labels, out, {**provenance, "filled": filled})
+    for drawn in fill_draw_files(Path(out)):  # kept until now, so that a kill before the write loses no draw
+        drawn.unlink(missing_ok=True)
     click.echo(f"wrote {path}: {len(synth_labels)} synthetic images, per class {filled}" + (f" (gap {missing.tolist()})" if filled != missing.tolist() else ""))
 
 

@@ -176,6 +176,7 @@ def generate(
     progress: bool = True,
     resume: Path | None = None,
     variant: Variant = Variant(),
+    keep_resume: bool = False,
 ) -> tuple[np.ndarray, list[int], float]:
     """Sample one image per entry of ``labels`` from a loaded run, batch by batch.
 
@@ -185,7 +186,9 @@ def generate(
     its prior from a generator seeded with (seed, k), so a given seed and batch size give the same
     images. With ``resume``, finished batches are kept in that file (rewritten atomically after each
     batch) and a killed call with the same arguments goes on from the last finished batch, giving the
-    same images as an unbroken call; the file is removed when all batches are done.
+    same images as an unbroken call; the file is removed when all batches are done — or, with ``keep_resume``, kept
+    with every batch (a later call with the same arguments returns them without sampling; the caller removes it once
+    what it makes from them is written).
     """
     from tqdm.auto import tqdm
 
@@ -211,12 +214,12 @@ def generate(
                 seconds += done[2]
                 bar.update(len(done[0]))
                 bar.set_postfix(nfe=done[1])
-        if ctx.main and resume is not None and len(nfes) < len(starts):
+        if ctx.main and resume is not None and (len(nfes) < len(starts) or keep_resume):
             save_images_npz(resume, np.concatenate(images), labels, nfe=np.asarray(nfes), seconds=np.asarray(seconds), key=np.asarray(key))
     bar.close()
     if not ctx.main:
         return None, nfes, seconds
-    if resume is not None:
+    if resume is not None and not keep_resume:
         Path(resume).unlink(missing_ok=True)
     return np.concatenate(images), nfes, seconds
 

@@ -188,6 +188,11 @@ def test_filtered_fill_keeps_only_confident_images_of_the_set_it_fills(capsys, t
     assert (images[:, 0, 0, 0] == labels * 30).all()
     assert kept["kept"] == missing.tolist() and calls[0] == 2 * missing.sum()
 
+    never = lambda labels, seed, resume: draw(labels, seed, resume) * (labels != 3)[:, None, None, None]  # noqa: E731  class 3: never confident
+    calls.clear()
+    images, labels, kept = filtered_fill(never, Oracle(), np.array([0, 2, 0, 4, 0]), 0.8, 0, tmp_path / "g.npz")
+    assert kept == {"drawn": [0, 4, 0, 8, 0], "kept": [0, 2, 0, 0, 0]} and calls == [12]  # class 3 kept none: not drawn again
+
     # through the CLI (full BloodMNIST, target 860: 19 images of two classes to fill)
     run = tmp_path / "run"
     assert run_cli(capsys, "train", "--recipe", str(write_tiny_recipe(tmp_path / "t.toml")), "--run", str(run), "--steps", "2", "--quiet")[0] == 0
@@ -198,6 +203,7 @@ def test_filtered_fill_keeps_only_confident_images_of_the_set_it_fills(capsys, t
     assert code == 0, err  # the run and the classifier both saw the set being filled: allowed
     provenance = json.loads((tmp_path / "a.npz.provenance.json").read_text())
     assert provenance["filter"]["min_confidence"] == 0.1 and provenance["filter"]["kept"] == provenance["filled"]
+    assert not list(tmp_path.glob("a.*partial.npz"))  # the draws' files go once the fill is written
     assert sum(provenance["filter"]["drawn"]) >= 2 * 19
     lt = tmp_path / "lt"
     assert run_cli(capsys, "longtail", "--dataset", "bloodmnist", "--ratio", "10", "--out", str(lt))[0] == 0

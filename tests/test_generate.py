@@ -63,6 +63,21 @@ def test_killed_sampling_resumes_to_the_same_images(tmp_path):
     assert not resume.exists()
 
 
+def test_a_kept_resume_file_gives_back_a_finished_draw_without_sampling(tmp_path):
+    labels = np.zeros(7, dtype=np.int64)
+    resume = partial_path(tmp_path / "samples.npz")
+    whole, nfes, _ = generate(toy_run(tmp_path), labels, "ddpm", 10, 1e-3, 1e-3, batch_size=3, seed=3, device=torch.device("cpu"), progress=False,
+                              resume=resume, keep_resume=True)  # fmt: skip
+    with np.load(resume) as f:
+        np.testing.assert_array_equal(f["images"], whole)  # every batch, the last one too
+    again = toy_run(tmp_path)
+    again.net = DiesAfter(again.net, n=1)  # any network call would raise
+    images, again_nfes, _ = generate(again, labels, "ddpm", 10, 1e-3, 1e-3, batch_size=3, seed=3, device=torch.device("cpu"), progress=False,
+                                     resume=resume, keep_resume=True)  # fmt: skip
+    np.testing.assert_array_equal(images, whole)
+    assert again_nfes == nfes and resume.exists()
+
+
 def test_partial_file_of_other_settings_is_not_used(tmp_path):
     labels = np.zeros(7, dtype=np.int64)
     resume = partial_path(tmp_path / "samples.npz")
