@@ -225,6 +225,35 @@ def fill_images_record(out: Path, path: Path, dataset: str, size: int, data_root
     return json.loads(record_path.read_text())
 
 
+def filter_on_real(out: Path, path: Path, dataset: str, size: int, data_root: str | None) -> dict | None:
+    """The control for what a filtered fill kept: per class, the share of the official test split's *real* images
+    that its filter passes (gives their own class at least the fill's min confidence) — low there too, and the filter,
+    not the synthetic images, is what empties a class. OUT/quality/<fill>_filter_on_real.json once made; None for an
+    unfiltered fill, or while the filter's weights (not in git) are missing or are not those that made the fill."""
+    record_path = out / "quality" / f"{path.stem}_filter_on_real.json"
+    if record_path.is_file():
+        return json.loads(record_path.read_text())
+    made = (read_provenance(path) or {}).get("filter")
+    if PAGE_ONLY or not made or not (Path(made["classifier"]) / "classifier.pt").is_file():
+        return None
+    import torch
+
+    from medpfgm.augment import confident
+    from medpfgm.classifier import load_classifier, predict_proba
+    from medpfgm.data import load_split
+
+    classifier, meta = load_classifier(made["classifier"], torch.device("cpu"))
+    if meta["sha256"] != made["sha256"]:
+        return None
+    test = load_split(dataset, size, "test", data_root)
+    passed = confident(predict_proba(classifier, test.images), test.labels, made["min_confidence"])
+    record = {"classifier": made["classifier"], "sha256": made["sha256"], "min_confidence": made["min_confidence"],
+              "test_counts": test.class_counts().tolist(), "pass_rate": [float(passed[test.labels == c].mean()) for c in range(test.num_classes)]}  # fmt: skip
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(record_path, record)
+    return record
+
+
 def fill_variant(variant: str, out: Path) -> tuple[list[str], list[str], dict]:
     """A --variants entry: (extra augment arguments, extra classify arguments, what its fill's provenance must say).
     No augment arguments: the variant trains on the plain fill's file."""
@@ -381,6 +410,7 @@ def main() -> None:
             audits[variant] = record
         if args.quality and (record := fill_images_record(out, path, args.dataset, args.size, args.data_root, common)):
             own_images[variant] = record
+        filter_on_real(out, path, args.dataset, args.size, args.data_root)
     plan = {**plan, **{f"{name}_conv": extra for name, extra in plan.items() if converged_twin(name)}}
     lt_counts = read_provenance(lt_file)["train_counts"]
     write_report(out, collect(out, list(plan), seeds), args.dataset, "python " + " ".join(a for a in sys.argv if a != "--page-only"), lt_counts, args.steps, quality, audits, own_images)

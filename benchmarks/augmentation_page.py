@@ -184,13 +184,18 @@ def audit_lines(audits: dict[str, dict], names: list[str]) -> list[str]:
 
 
 def filter_lines(out: Path, names: list[str]) -> list[str]:
-    """What each filtered fill kept, per class, from its provenance."""
+    """What each filtered fill kept, per class, from its provenance; beside it, where measured, the share of real
+    test images the same filter passes (``filter_on_real``)."""
     lines = []
     for path in sorted(out.glob("fill_*.npz.provenance.json")):
-        f = json.loads(path.read_text()).get("filter")
+        f, stem = json.loads(path.read_text()).get("filter"), path.name.split(".npz")[0]
         if f:
             per_class = ", ".join(f"{n} {k}/{d}" for n, k, d in zip(names, f["kept"], f["drawn"]))
-            lines.append(f"- **{path.name.split('.npz')[0]}** (p ≥ {f['min_confidence']:g} for the intended class, real-only classifier): kept / drawn per class: {per_class}.")
+            lines.append(f"- **{stem}** (p ≥ {f['min_confidence']:g} for the intended class, real-only classifier): kept / drawn per class: {per_class}.")
+            control = out / "quality" / f"{stem}_filter_on_real.json"
+            if control.is_file():
+                rates = ", ".join(f"{n} {r:.1%}" for n, r in zip(names, json.loads(control.read_text())["pass_rate"]))
+                lines.append(f"  The same filter passes, of the official test split's real images: {rates}.")
     return ["## What the filters kept", "", *lines, ""] if lines else []
 
 

@@ -386,3 +386,22 @@ def test_a_fills_own_images_are_scored_over_the_classes_it_fills(bench, page, tm
     page.write_report(tmp_path, pd.DataFrame(rows), "bloodmnist", "python benchmarks/augmentation.py …", [44, 1206, 167, 625, 23, 86, 2330, 323], 300,
                        own_images={"fill_x": record})  # fmt: skip
     assert f"| fill_x | {sum(counts)} | {record['score']['fid']['fd']['mean']:.1f} (" in (tmp_path / "README.md").read_text()
+
+
+def test_a_filters_pass_rate_on_real_images_is_measured_per_class(bench, page, capsys, tmp_path, data_root):
+    from medpfgm.augment import provenance_path
+    from medpfgm.cli import main
+    from medpfgm.io import write_json
+
+    clf = tmp_path / "clf"
+    assert main(["classify", "--dataset", "bloodmnist", "--out", str(clf), "--steps", "1", "--width", "4", "--quiet", "--data-root", str(data_root)]) == 0
+    sha = json.loads((clf / "classifier.json").read_text())["sha256"]
+    names = ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"]
+    for q, rate in ((0.0, 1.0), (1.01, 0.0)):  # a filter that passes everything, one that passes nothing
+        fill = tmp_path / f"fill_q{q}.npz"
+        write_json(provenance_path(fill), {"filter": {"classifier": str(clf), "sha256": sha, "min_confidence": q, "kept": [0] * 8, "drawn": [1] * 8}})
+        record = bench.filter_on_real(tmp_path, fill, "bloodmnist", 28, str(data_root))
+        assert record["pass_rate"] == [rate] * 8 and sum(record["test_counts"]) == 3421
+    assert "The same filter passes, of the official test split's real images: c0 100.0%" in "\n".join(page.filter_lines(tmp_path, names))
+    write_json(provenance_path(tmp_path / "fill_other.npz"), {"filter": {"classifier": str(clf), "sha256": "0" * 64, "min_confidence": 0.5}})
+    assert bench.filter_on_real(tmp_path, tmp_path / "fill_other.npz", "bloodmnist", 28, str(data_root)) is None  # not the filter that made it
