@@ -152,11 +152,11 @@ def page_classifier(dataset: str, size: int) -> Path:
 
 def quality_record(out: Path, run_dir: str, sampler: dict, guidance: float) -> dict | None:
     """The evaluation in OUT/quality/ of ``run_dir`` at ``sampler`` (its solver and steps where given) and
-    guidance weight, else None."""
+    guidance weight, else None (the fills' own-image scores there name their samples, not a run)."""
     for path in sorted((out / "quality").glob("*/evaluations/*.json")):
         record = json.loads(path.read_text())
         s = record["subject"]
-        if (Path(s["run"]) == Path(run_dir) and s["solver"] == sampler.get("solver", s["solver"]) and s["steps"] == sampler.get("steps", s["steps"])
+        if ("run" in s and Path(s["run"]) == Path(run_dir) and s["solver"] == sampler.get("solver", s["solver"]) and s["steps"] == sampler.get("steps", s["steps"])
                 and float(s.get("guidance") or 0) == guidance):  # fmt: skip
             return record
     return None

@@ -145,6 +145,7 @@ def test_a_fill_models_score_is_found_by_run_sampler_and_guidance(bench, tmp_pat
     for stem, guidance in (("plain", 0.0), ("guided", 0.5)):
         subject = {"run": "runs/a", "solver": "heun", "steps": 18, "guidance": guidance}
         (folder / f"{stem}.json").write_text(json.dumps({"subject": subject, "tag": stem}))
+    (folder / "fill_x_images.json").write_text(json.dumps({"subject": {"samples": "fill_x_images.npz"}}))  # a fill's own images: no run
     assert bench.quality_record(tmp_path, "runs/a", {"solver": "heun", "steps": 18}, 0.0)["tag"] == "plain"
     assert bench.quality_record(tmp_path, "runs/a/", {}, 0.5)["tag"] == "guided"  # the recipe's sampler: any solver
     for run, sampler, guidance in (("runs/b", {}, 0.0), ("runs/a", {"steps": 10}, 0.0), ("runs/a", {"solver": "euler"}, 0.0), ("runs/a", {}, 2.0)):
