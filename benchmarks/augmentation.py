@@ -56,7 +56,7 @@ from medpfgm.data import class_names, data_file  # noqa: E402
 from medpfgm.figures import class_grid  # noqa: E402
 from medpfgm.io import write_json  # noqa: E402
 
-from augmentation_page import classifier_dir, classifier_done, collect, write_report  # noqa: E402
+from augmentation_page import classifier_dir, classifier_done, collect, filter_control_path, write_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # The filter's real-only classifier: trained as variant (a), seed 0, in a folder of its own, so that training it again
@@ -230,7 +230,7 @@ def filter_on_real(out: Path, path: Path, dataset: str, size: int, data_root: st
     that its filter passes (gives their own class at least the fill's min confidence) — low there too, and the filter,
     not the synthetic images, is what empties a class. OUT/quality/<fill>_filter_on_real.json once made; None for an
     unfiltered fill, or while the filter's weights (not in git) are missing or are not those that made the fill."""
-    record_path = out / "quality" / f"{path.stem}_filter_on_real.json"
+    record_path = filter_control_path(out, path.stem)
     if record_path.is_file():
         return json.loads(record_path.read_text())
     made = (read_provenance(path) or {}).get("filter")

@@ -48,6 +48,11 @@ def machines_line(df: pd.DataFrame) -> str:
     return "; ".join(f"{name} ({count})" for name, count in machines.fillna("not recorded").value_counts().items())
 
 
+def filter_control_path(out: Path, stem: str) -> Path:
+    """Where the benchmark keeps a filtered fill's control (its filter's pass rate on real test images)."""
+    return out / "quality" / f"{stem}_filter_on_real.json"
+
+
 def tail_classes(lt_counts: list[int]) -> list[int]:
     """The rare classes: those with fewer long-tailed training images than the median class."""
     return [c for c, n in enumerate(lt_counts) if n < np.median(lt_counts)]
@@ -192,7 +197,7 @@ def filter_lines(out: Path, names: list[str]) -> list[str]:
         if f:
             per_class = ", ".join(f"{n} {k}/{d}" for n, k, d in zip(names, f["kept"], f["drawn"]))
             lines.append(f"- **{stem}** (p ≥ {f['min_confidence']:g} for the intended class, real-only classifier): kept / drawn per class: {per_class}.")
-            control = out / "quality" / f"{stem}_filter_on_real.json"
+            control = filter_control_path(out, stem)
             if control.is_file():
                 rates = ", ".join(f"{n} {r:.1%}" for n, r in zip(names, json.loads(control.read_text())["pass_rate"]))
                 lines.append(f"  The same filter passes, of the official test split's real images: {rates}.")

@@ -81,16 +81,18 @@ FILTER_ROUNDS = 5  # a filtered fill draws at most this many times (each round a
 MIN_KEEP_RATE = 0.05  # a class kept less often than this is not drawn again: four more rounds would fill under half its gap
 
 
-def round_path(out: Path, r: int) -> Path:
-    """The samples of a filtered fill's round ``r`` (a resume file of ``generate``, kept until the fill is written)."""
-    return out.with_name(f"{out.stem}.round{r}.npz")
+def round_file(out: Path, r: int) -> Path:
+    """The draws of a filtered fill's round ``r`` (a resume file of ``generate``, kept until the fill is written)."""
+    from medpfgm.sample import partial_path
+
+    return partial_path(out.with_name(f"{out.stem}.round{r}.npz"))
 
 
 def fill_draw_files(out: Path) -> list[Path]:
     """Every samples file a fill bound for ``out`` draws into, to be removed once the fill is written."""
     from medpfgm.sample import partial_path
 
-    return [partial_path(out), *(partial_path(round_path(out, r)) for r in range(FILTER_ROUNDS))]
+    return [partial_path(out), *(round_file(out, r) for r in range(FILTER_ROUNDS))]
 
 
 def filtered_fill(draw, classifier, missing: np.ndarray, min_confidence: float, seed: int, out: Path):
@@ -103,7 +105,6 @@ def filtered_fill(draw, classifier, missing: np.ndarray, min_confidence: float, 
     confident (the provenance says how short). One process.
     """
     from medpfgm.classifier import predict_proba
-    from medpfgm.sample import partial_path
 
     need, kept_images, kept_labels = missing.copy(), [], []
     drawn, given_up = np.zeros_like(missing), np.zeros(len(missing), bool)
@@ -112,7 +113,7 @@ def filtered_fill(draw, classifier, missing: np.ndarray, min_confidence: float, 
         if asked.sum() == 0:
             break
         ask = np.repeat(np.arange(len(need)), asked)
-        images = draw(ask, seed + 1_000 * r, partial_path(round_path(out, r)))
+        images = draw(ask, seed + 1_000 * r, round_file(out, r))
         drawn += asked
         ok = confident(predict_proba(classifier, images), ask, min_confidence)
         for c in np.flatnonzero(asked):
