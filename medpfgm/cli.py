@@ -275,7 +275,7 @@ def classify(dataset, size, out, train_file, synthetic_only, epochs, steps, widt
 
     from medpfgm.augment import read_training_file  # torch loads here
     from medpfgm.classifier import ClassifierConfig, classification_metrics, predict_proba, save_classifier, train_classifier
-    from medpfgm.data import load_split, read_image_file
+    from medpfgm.data import load_split, md5sum, read_image_file
     from medpfgm.run import select_device
 
     dev = select_device(device)
@@ -290,9 +290,11 @@ def classify(dataset, size, out, train_file, synthetic_only, epochs, steps, widt
         if images.shape[1:] != test_split.images.shape[1:] or labels.max() >= len(class_names(dataset)):
             raise MedpfgmError(f"training file '{train_file}' does not hold {dataset} {size}px images")
         source = f"{train_file}{' (synthetic only)' if synthetic_only else ''}"
+        file_md5 = {"trained_on_md5": md5sum(Path(train_file))}  # a fill redrawn on another CPU is not bit-identical: say which one
     else:
         split = load_split(dataset, size, "train", data_root, verify=not no_verify)
         images, labels, source = split.images, split.labels, f"{dataset} {size}px train split"
+        file_md5 = {}
     if patience:  # the validation split of the file trained from (long-tailed and augmented files keep the official one)
         if train_file:
             val = read_image_file(train_file, "val")[:2]
@@ -304,7 +306,7 @@ def classify(dataset, size, out, train_file, synthetic_only, epochs, steps, widt
     net, info = train_classifier(images, labels, len(class_names(dataset)), cfg, dev, progress=not quiet, synthetic=synthetic, val=val)
     metrics = classification_metrics(predict_proba(net, test_split.images), test_split.labels)
     counts = np.bincount(labels, minlength=len(class_names(dataset))).tolist()
-    save_classifier(out, net.cpu(), cfg, {"dataset": dataset, "size": size, "trained_on": f"{source} ({len(labels)} images)", "train_counts": counts, "test": metrics, **info})
+    save_classifier(out, net.cpu(), cfg, {"dataset": dataset, "size": size, "trained_on": f"{source} ({len(labels)} images)", "train_counts": counts, "test": metrics, **file_md5, **info})
     click.echo(
         f"wrote {out}: test accuracy {metrics['accuracy']:.3f}, balanced accuracy {metrics['balanced_accuracy']:.3f}, "
         f"macro-F1 {metrics['macro_f1']:.3f}, AUC {metrics['auc']:.3f} ({info['train_seconds']:.0f} s of training)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -79,6 +80,7 @@ def test_longtail_then_augment_round_trip_through_the_loaders(capsys, tmp_path, 
         expected = np.bincount(labels[mask] if extra else labels, minlength=5)
         assert meta["train_counts"] == expected.tolist() and "test accuracy" in out
         assert meta["machine"] == machine()  # the benchmark pages say where each classifier was trained
+        assert meta["trained_on_md5"] == hashlib.md5(out_file.read_bytes()).hexdigest()  # which draw of a fill it saw
 
 
 def test_classical_augment_turns_and_jitters_within_range():
