@@ -290,7 +290,7 @@ def classify(dataset, size, out, train_file, synthetic_only, epochs, steps, widt
         if images.shape[1:] != test_split.images.shape[1:] or labels.max() >= len(class_names(dataset)):
             raise MedpfgmError(f"training file '{train_file}' does not hold {dataset} {size}px images")
         source = f"{train_file}{' (synthetic only)' if synthetic_only else ''}"
-        file_md5 = {"trained_on_md5": md5sum(Path(train_file))}  # a fill redrawn on another CPU is not bit-identical: say which one
+        file_md5 = {"trained_on_md5": md5sum(Path(train_file))}  # a fill redrawn from its provenance need not be the same bytes: say which draw
     else:
         split = load_split(dataset, size, "train", data_root, verify=not no_verify)
         images, labels, source = split.images, split.labels, f"{dataset} {size}px train split"
