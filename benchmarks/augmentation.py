@@ -249,7 +249,6 @@ def filter_on_real(out: Path, path: Path, dataset: str, size: int, data_root: st
     passed = confident(predict_proba(classifier, test.images), test.labels, made["min_confidence"])
     record = {"classifier": made["classifier"], "sha256": made["sha256"], "min_confidence": made["min_confidence"],
               "test_counts": test.class_counts().tolist(), "pass_rate": [float(passed[test.labels == c].mean()) for c in range(test.num_classes)]}  # fmt: skip
-    record_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(record_path, record)
     return record
 
