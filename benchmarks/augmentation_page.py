@@ -37,7 +37,8 @@ def collect(out: Path, names: list[str], seeds: list[int]) -> pd.DataFrame:
             meta = json.loads((classifier_dir(out, name, seed) / "classifier.json").read_text())
             rows.append({"variant": name, "seed": seed, **{m: meta["test"][m] for m in METRICS}, "recall": meta["test"]["per_class_recall"],
                          "train_images": sum(meta["train_counts"]), "width": meta["config"]["width"], "batch_size": meta["config"]["batch_size"],
-                         "cpu_seconds": meta.get("train_seconds", float("nan")), "machine": meta.get("machine")})  # fmt: skip
+                         "cpu_seconds": meta.get("train_seconds", float("nan")), "machine": meta.get("machine"),
+                         "trained_on": meta.get("trained_on_md5")})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -46,6 +47,20 @@ def machines_line(df: pd.DataFrame) -> str:
     classifiers older than the record, 2026-12-07); classifier seconds compare only within one machine."""
     machines = df["machine"] if "machine" in df else pd.Series([None] * len(df), dtype=object)
     return "; ".join(f"{name} ({count})" for name, count in machines.fillna("not recorded").value_counts().items())
+
+
+def draw_lines(df: pd.DataFrame) -> list[str]:
+    """A line for each variant whose seeds trained on different bytes of its training file (``trained_on_md5``,
+    recorded since 2026-12-07): a fill redrawn from its provenance is not always bit-identical, so such a
+    variant's spread mixes seed noise with draw noise. Seeds without the record are not counted."""
+    if "trained_on" not in df:
+        return []
+    lines = []
+    for variant, rows in df.dropna(subset=["trained_on"]).groupby("variant", sort=False):
+        if rows.trained_on.nunique() > 1:
+            draws = "; ".join(f"seed{'s' * (len(g) > 1)} {', '.join(map(str, sorted(g.seed)))}: {md5[:8]}…" for md5, g in rows.groupby("trained_on", sort=False))
+            lines.append(f"- **{variant}** trained on different draws of its training file (MD5 {draws}).")
+    return ["Seeds that saw different draws of the same fill (the spread holds draw noise too):", "", *lines, ""] if lines else []
 
 
 def filter_control_path(out: Path, stem: str) -> Path:
@@ -228,7 +243,7 @@ def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_cou
         n, seconds = int(rows.train_images.iloc[0]), float(rows.cpu_seconds.mean())
         name = variant if len(rows) == all_seeds else f"{variant} ({len(rows)} of {all_seeds} seeds)"
         lines.append(f"| {name} | {n} | {seconds:.0f} | " + " | ".join(mean_std(row[(m, 'mean')], row[(m, 'std')]) for m in columns) + " |")
-    lines += ["", "## Synthetic fill against the real-data baselines", "", *verdicts(summary, len(names)), ""]
+    lines += ["", *draw_lines(df), "## Synthetic fill against the real-data baselines", "", *verdicts(summary, len(names)), ""]
     lines += quality_lines(quality or {}, summary, out)
     lines += fill_images_lines(own_images or {}, summary)
     lines += audit_lines(audits or {}, names)

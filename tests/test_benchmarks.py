@@ -341,6 +341,15 @@ def test_the_augmentation_page_keeps_its_hand_written_reading(page, tmp_path):
     assert "classifiers trained on: not recorded (6); CPU A (1)." in text
 
 
+def test_the_page_names_a_variant_whose_seeds_saw_different_draws(page):
+    md5 = {("fill_x", 0): "a" * 32, ("fill_x", 1): "a" * 32, ("fill_x", 2): "b" * 32, ("resample", 0): "c" * 32, ("resample", 1): None, ("resample", 2): "c" * 32}
+    df = pd.DataFrame([{"variant": v, "seed": s, "trained_on": m} for (v, s), m in md5.items()])
+    lines = page.draw_lines(df)
+    assert "- **fill_x** trained on different draws of its training file (MD5 seeds 0, 1: aaaaaaaa…; seed 2: bbbbbbbb…)." in lines
+    assert not any("resample" in line for line in lines)  # one draw; a seed without the record is not a second draw
+    assert page.draw_lines(df[df.variant == "resample"]) == [] and page.draw_lines(df.drop(columns="trained_on")) == []
+
+
 def test_every_fill_image_is_audited_against_the_real_images_it_fills(bench, page, tmp_path, data_root):
     from medpfgm.data import load_split
 
