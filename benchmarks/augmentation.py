@@ -32,7 +32,9 @@ whole: each synthetic image's nearest real image of the set it fills (pixels and
 official test images' (OUT/quality/<fill>_audit.json and its pairs).
 ``--converged P`` trains every variant a second time to convergence (validation balanced accuracy,
 patience P epochs, at most --max-epochs), as <variant>_conv: equal steps show a fill's real images less often;
-``--converged-only resample,classical,full,fill_m`` limits the twins to those (converged classifiers cost ~10× more).
+``--converged-only resample,classical,full,fill_m`` limits the twins to those (converged classifiers cost ~10× more);
+``--converged-monitor balanced_accuracy,loss`` trains a twin for each stopping rule (loss: the class-balanced validation
+cross-entropy, as <variant>_convloss).
 Results: OUT/README.md (mean ± std over seeds, classifier CPU seconds), OUT/results.csv, OUT/per_class_recall.png;
 ``--page-only`` rebuilds them from what is made so far (while a benchmark runs on; rows name their seeds when some
 are missing, and one seed gets no verdict). OUT/READING.md, hand-written, leads the page.
@@ -56,7 +58,7 @@ from medpfgm.data import class_names, data_file  # noqa: E402
 from medpfgm.figures import class_grid  # noqa: E402
 from medpfgm.io import write_json  # noqa: E402
 
-from augmentation_page import classifier_dir, classifier_done, collect, filter_control_path, write_report  # noqa: E402
+from augmentation_page import TWIN_SUFFIX, classifier_dir, classifier_done, collect, filter_control_path, write_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # The filter's real-only classifier: trained as variant (a), seed 0, in a folder of its own, so that training it again
@@ -285,10 +287,10 @@ def has_converged_twin(name: str, patience: int | None, unvaried: set[str], only
     return bool(patience) and name not in unvaried and (only is None or name in only)
 
 
-def classifiers_of(users: list[str], twin) -> list[str]:
-    """The classifiers trained on one fill file: each variant in ``users`` at equal steps, and its converged twin
-    (<variant>_conv) where ``twin(variant)`` says it has one — a fill is remade only while one of these is missing."""
-    return [*users, *(f"{user}_conv" for user in users if twin(user))]
+def classifiers_of(users: list[str], twin, suffixes: tuple[str, ...] = ("_conv",)) -> list[str]:
+    """The classifiers trained on one fill file: each variant in ``users`` at equal steps, and its converged twins
+    (<variant><suffix>) where ``twin(variant)`` says it has them — a fill is remade only while one of these is missing."""
+    return [*users, *(f"{user}{sfx}" for user in users if twin(user) for sfx in suffixes)]
 
 
 def variants(lt_file: Path, fills: dict[str, Path], with_full: bool, extra: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
@@ -327,11 +329,16 @@ def main() -> None:
                    "(n 400 class-matched, FID, domain FD, class fidelity, memorization audit) into OUT/quality/, shown beside its downstream effect")
     p.add_argument("--converged", type=int, help="also train every variant to convergence with this patience (epochs), as <variant>_conv")
     p.add_argument("--converged-only", help="comma-separated variants that get the converged twin (default: every baseline and every variant of the --vary fills)")
+    p.add_argument("--converged-monitor", default="balanced_accuracy", help=f"comma-separated stopping rules of the converged twins, each a twin: {', '.join(TWIN_SUFFIX)}")
     p.add_argument("--max-epochs", type=int, default=60, help="the cap of a converged classifier's epochs")
     p.add_argument("--page-only", action="store_true", help="train and draw nothing: rebuild the page from what is made (rows name their seeds when some are missing)")
     args = p.parse_args()
     global PAGE_ONLY
     PAGE_ONLY = args.page_only
+    monitors = args.converged_monitor.split(",")
+    if bad := [m for m in monitors if m not in TWIN_SUFFIX]:
+        sys.exit(f"--converged-monitor {bad[0]!r} is not one of {', '.join(TWIN_SUFFIX)}")
+    suffixes = tuple(TWIN_SUFFIX[m] for m in monitors)
     out, seeds = Path(args.out), [int(s) for s in args.seeds.split(",")]
     data = out / "data"
     common = ["--data-root", args.data_root] if args.data_root else []
@@ -355,10 +362,11 @@ def main() -> None:
         run("classify", "--dataset", args.dataset, "--size", str(args.size), "--out", str(classifier_dir(out, variant, seed)), *budget, "--seed", str(seed), "--quiet", *extra, *common)
 
     def classify(name: str, extra: list[str]) -> None:
-        """Every seed of one variant: at the equal step budget, and converged (as <name>_conv) when asked."""
+        """Every seed of one variant: at the equal step budget, and converged (as <name>_conv, <name>_convloss) when asked."""
         budgets = {name: equal_steps}
-        if converged_twin(name):
-            budgets[f"{name}_conv"] = ["--patience", str(args.converged), "--epochs", str(args.max_epochs)]
+        for monitor in monitors if converged_twin(name) else []:
+            watch = ["--monitor", monitor] if monitor != "balanced_accuracy" else []  # the default: commands of older twins unchanged
+            budgets[f"{name}{TWIN_SUFFIX[monitor]}"] = ["--patience", str(args.converged), "--epochs", str(args.max_epochs), *watch]
         for variant, budget in budgets.items():
             for seed in seeds:
                 if not classifier_done(out, variant, seed):
@@ -375,7 +383,7 @@ def main() -> None:
             augment_args, classify_args, expected = fill_variant(variant, out) if variant else owns[name]
             path = out / f"fill_{name}_{variant}.npz" if variant and augment_args else out / f"fill_{name}.npz"
             users = [f"fill_{name}_{variant}"] if variant else [f"fill_{name}", f"tstr_{name}"]
-            files.setdefault(path, (augment_args, expected, []))[2].extend(classifiers_of(users, converged_twin))
+            files.setdefault(path, (augment_args, expected, []))[2].extend(classifiers_of(users, converged_twin, suffixes))
             if variant:
                 extra_plan[f"fill_{name}_{variant}"] = ["--train-file", str(path), *classify_args]
             else:
@@ -410,7 +418,7 @@ def main() -> None:
         if args.quality and (record := fill_images_record(out, path, args.dataset, args.size, args.data_root, common)):
             own_images[variant] = record
         filter_on_real(out, path, args.dataset, args.size, args.data_root)
-    plan = {**plan, **{f"{name}_conv": extra for name, extra in plan.items() if converged_twin(name)}}
+    plan = {**plan, **{f"{name}{sfx}": extra for sfx in suffixes for name, extra in plan.items() if converged_twin(name)}}
     lt_counts = read_provenance(lt_file)["train_counts"]
     write_report(out, collect(out, list(plan), seeds), args.dataset, "python " + " ".join(a for a in sys.argv if a != "--page-only"), lt_counts, args.steps, quality, audits, own_images)
     print(f"wrote {out / 'README.md'}")

@@ -18,6 +18,8 @@ from medpfgm.io import atomic_write
 from medpfgm.run import training_seconds
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
+# A converged twin's name: <variant><suffix>, by what its stopping rule watches on the validation split (--monitor).
+TWIN_SUFFIX = {"balanced_accuracy": "_conv", "loss": "_convloss"}
 
 
 def classifier_dir(out: Path, variant: str, seed: int) -> Path:
@@ -86,7 +88,7 @@ def verdicts(summary: pd.DataFrame, num_classes: int, baselines: tuple[str, ...]
     lines = []
     for variant in [v for v in summary.index if v.startswith("fill_")]:
         parts = []
-        twin = "_conv" if variant.endswith("_conv") else ""  # a converged classifier is compared with converged baselines
+        twin = next((sfx for sfx in TWIN_SUFFIX.values() if variant.endswith(sfx)), "")  # a converged classifier: with baselines converged alike
         for base in [b + twin for b in baselines if b + twin in summary.index]:
             for metric in ("balanced_accuracy", "macro_f1", "tail_recall"):
                 delta = summary.loc[variant, (metric, "mean")] - summary.loc[base, (metric, "mean")]

@@ -41,7 +41,8 @@ class ClassifierConfig:
     balanced: bool = False  # draw batches class-balanced (inverse-frequency sampling)
     reweight: bool = False  # weight the loss by inverse class frequency
     synthetic_weight: float = 1.0  # loss weight of synthetic training images (the train_synthetic mask) against real ones
-    patience: int | None = None  # set: train to convergence on the validation balanced accuracy (see train_classifier), keep the best
+    patience: int | None = None  # set: train to convergence on the validation split (see train_classifier), keep the best epoch
+    monitor: str = "balanced_accuracy"  # what the converged arm watches on the validation split: MONITORS
     seed: int = 0
 
 
@@ -103,6 +104,16 @@ def weighted_cross_entropy(logits: torch.Tensor, y: torch.Tensor, sample_weight:
     return (sample_weight * per_image).sum() / sample_weight.sum().clamp_min(1e-12)
 
 
+MONITORS = ("balanced_accuracy", "loss")  # loss: the class-balanced cross-entropy, smoother than accuracy on a small split
+
+
+def balanced_nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Class-balanced cross-entropy of probabilities (n, K) at int labels (n,), nats: the mean over the classes
+    present of each class's mean -log p(label); every class counts alike, as in balanced accuracy."""
+    nll = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None))
+    return float(np.mean([nll[labels == c].mean() for c in np.unique(labels)]))
+
+
 PLATEAU_CUTS = 2  # converged arm: the learning rate is cut tenfold at each of the first two plateaus; the third ends training
 
 
@@ -123,15 +134,18 @@ def train_classifier(
     With ``cfg.patience`` and ``val`` (images, labels) the classifier is trained to convergence (the
     converged arm: a fill's real images are seen as often as needed, not as often as an equal step
     budget allows): one epoch of linear warm-up, then a constant learning rate; the validation balanced
-    accuracy is measured after each epoch, and when it has not improved for ``patience`` epochs the
+    accuracy and class-balanced loss are measured after each epoch, and when the one ``cfg.monitor`` names
+    has not improved for ``patience`` epochs the
     learning rate is cut tenfold from the best epoch's weights, PLATEAU_CUTS times; the next plateau
     ends training (at most ``cfg.epochs`` epochs) and the best epoch's weights are returned. A one-cycle
     schedule would be cut by the early stop at its peak learning rate, never annealed. info holds the
-    seconds, the steps, about the last epoch's mean loss and, with validation, the curve, the best
+    seconds, the steps, about the last epoch's mean loss and, with validation, both curves, the best
     epoch and the epochs at which the learning rate was cut.
     """
     if cfg.patience is not None and val is None:
         raise MedpfgmError("--patience needs a validation split to watch")
+    if cfg.monitor not in MONITORS:
+        raise MedpfgmError(f"monitor {cfg.monitor!r} is not one of {', '.join(MONITORS)}")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -151,7 +165,9 @@ def train_classifier(
     weights = None
     if synthetic is not None and cfg.synthetic_weight != 1.0:
         weights = torch.from_numpy(np.where(synthetic, cfg.synthetic_weight, 1.0)).float()
-    t0, losses, curve, best = time.perf_counter(), [], [], None
+    t0, losses, curves, best = time.perf_counter(), [], {"balanced_accuracy": [], "loss": []}, None
+    curve = curves[cfg.monitor]
+    sign = 1.0 if cfg.monitor == "balanced_accuracy" else -1.0  # higher is better after the sign
     bar = tqdm(total=total, desc="classifier", disable=not progress, dynamic_ncols=True)
     net.train()
     while len(losses) < total:  # epochs of shuffled (or class-balanced) batches, cut at the step budget
@@ -172,9 +188,11 @@ def train_classifier(
             bar.update()
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         if cfg.patience is not None:
-            curve.append(classification_metrics(predict_proba(net, val[0]), val[1])["balanced_accuracy"])
+            probs = predict_proba(net, val[0])
+            curves["balanced_accuracy"].append(classification_metrics(probs, val[1])["balanced_accuracy"])
+            curves["loss"].append(balanced_nll(probs, val[1]))
             net.train()
-            if best is None or curve[-1] > curve[best[0]]:
+            if best is None or sign * curve[-1] > sign * curve[best[0]]:
                 best = (len(curve) - 1, {k: v.detach().clone() for k, v in net.state_dict().items()})
             elif len(curve) - 1 - max([best[0], *cuts]) >= cfg.patience:  # a plateau since the best epoch and the last cut
                 if len(cuts) == PLATEAU_CUTS:
@@ -186,7 +204,7 @@ def train_classifier(
     info = {"train_seconds": time.perf_counter() - t0, "machine": machine(), "final_epoch_loss": last_loss, "train_steps": len(losses)}
     if best is not None:
         net.load_state_dict(best[1])
-        info.update(val_balanced_accuracy=curve, best_epoch=best[0] + 1, epochs_run=len(curve), lr_cut_after_epochs=[c + 1 for c in cuts])
+        info.update(val_balanced_accuracy=curves["balanced_accuracy"], val_balanced_loss=curves["loss"], best_epoch=best[0] + 1, epochs_run=len(curve), lr_cut_after_epochs=[c + 1 for c in cuts])
     net.eval()
     return net, info
 

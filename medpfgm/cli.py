@@ -248,11 +248,12 @@ def synthesize(run_dir, method, dataset, size, class_id, n, solver, steps, rtol,
 @click.option("--reweight", is_flag=True, help="Inverse-frequency class weights in the loss.")
 @click.option("--augment", "classical", is_flag=True, help="Classical augmentation: quarter turns, brightness and contrast jitter (flips are always on).")
 @click.option("--synthetic-weight", type=float, default=1.0, show_default=True, help="Loss weight of the synthetic images of --train-file against its real ones.")
-@click.option("--patience", type=int, help="Converged training: constant learning rate, cut tenfold after each of two plateaus of P epochs without a better validation balanced accuracy, stopped at the third (--epochs is the cap); the best epoch is kept.")
+@click.option("--patience", type=int, help="Converged training: constant learning rate, cut tenfold after each of two plateaus of P epochs without a better validation score (--monitor), stopped at the third (--epochs is the cap); the best epoch is kept.")
+@click.option("--monitor", type=click.Choice(["balanced_accuracy", "loss"]), default="balanced_accuracy", show_default=True, help="With --patience: what is watched on the validation split — balanced accuracy, or the class-balanced cross-entropy (smoother on a small split).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @data_options
 @runtime_options
-def classify(dataset, size, out, train_file, synthetic_only, epochs, steps, width, balanced, reweight, classical, synthetic_weight, patience, seed, data_root, no_verify, device, quiet):
+def classify(dataset, size, out, train_file, synthetic_only, epochs, steps, width, balanced, reweight, classical, synthetic_weight, patience, monitor, seed, data_root, no_verify, device, quiet):
     """Train a ResNet-18-layout classifier and score it on the official test split."""
     from medpfgm.catalog import check_dataset, check_size, class_names
 
@@ -267,6 +268,8 @@ def classify(dataset, size, out, train_file, synthetic_only, epochs, steps, widt
         raise MedpfgmError("--synthetic-only needs --train-file (an augmented file with a train_synthetic mask)")
     if not (synthetic_weight >= 0 and np.isfinite(synthetic_weight)):
         raise MedpfgmError(f"--synthetic-weight must be a finite number >= 0, got {synthetic_weight}")
+    if monitor != "balanced_accuracy" and not patience:
+        raise MedpfgmError(f"--monitor {monitor} needs --patience (only converged training watches the validation split)")
     if patience and steps:
         raise MedpfgmError("--patience stops by epochs (the cap is --epochs); it cannot be combined with --steps")
     if train_file and not Path(train_file).is_file():
@@ -302,7 +305,7 @@ def classify(dataset, size, out, train_file, synthetic_only, epochs, steps, widt
             split_val = load_split(dataset, size, "val", data_root, verify=not no_verify)
             val = (split_val.images, split_val.labels)
     cfg = ClassifierConfig(width=width, epochs=epochs, steps=steps, balanced=balanced, reweight=reweight, augment=classical,
-                           synthetic_weight=synthetic_weight, patience=patience, seed=seed)  # fmt: skip
+                           synthetic_weight=synthetic_weight, patience=patience, monitor=monitor, seed=seed)  # fmt: skip
     net, info = train_classifier(images, labels, len(class_names(dataset)), cfg, dev, progress=not quiet, synthetic=synthetic, val=val)
     metrics = classification_metrics(predict_proba(net, test_split.images), test_split.labels)
     counts = np.bincount(labels, minlength=len(class_names(dataset))).tolist()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 
 import numpy as np
 import pytest
@@ -147,19 +148,35 @@ def test_weighted_cross_entropy_is_the_weighted_mean_of_per_image_losses():
     assert weighted_cross_entropy(logits, y, None, None).item() == pytest.approx((-log_p).mean().item(), rel=1e-6)
 
 
-def test_patience_keeps_the_best_validation_epoch(data_root):
-    from medpfgm.classifier import ClassifierConfig, classification_metrics, predict_proba, train_classifier
+@pytest.mark.parametrize("monitor", ["balanced_accuracy", "loss"])
+def test_patience_keeps_the_best_validation_epoch(data_root, monitor):
+    from medpfgm.classifier import ClassifierConfig, balanced_nll, classification_metrics, predict_proba, train_classifier
 
     train, val = (load_split("retinamnist", 28, s, data_root) for s in ("train", "val"))
-    cfg = ClassifierConfig(width=4, epochs=12, patience=1, batch_size=256)
+    cfg = ClassifierConfig(width=4, epochs=12, patience=1, batch_size=256, monitor=monitor)
     net, info = train_classifier(train.images, train.labels, 5, cfg, progress=False, val=(val.images, val.labels))
-    curve, cuts = info["val_balanced_accuracy"], info["lr_cut_after_epochs"]
-    assert info["best_epoch"] == int(np.argmax(curve)) + 1 and info["epochs_run"] == len(curve) <= 12
+    watched = {"balanced_accuracy": np.array(info["val_balanced_accuracy"]), "loss": -np.array(info["val_balanced_loss"])}[monitor]  # higher is better
+    cuts = info["lr_cut_after_epochs"]
+    assert len(info["val_balanced_loss"]) == len(info["val_balanced_accuracy"]) == info["epochs_run"] <= 12
+    assert info["best_epoch"] == int(np.argmax(watched)) + 1
     # each cut follows a plateau of `patience` epochs after the best epoch and the previous cut; the third plateau ends it
-    assert len(cuts) <= 2 and all(c - max([int(np.argmax(curve[:c])) + 1, *cuts[:i]]) == 1 for i, c in enumerate(cuts))
-    assert len(curve) == 12 or (len(cuts) == 2 and len(curve) - max(info["best_epoch"], cuts[-1]) == 1)
-    again = classification_metrics(predict_proba(net, val.images), val.labels)["balanced_accuracy"]
-    assert again == pytest.approx(max(curve))  # the returned weights are the best epoch's
+    assert len(cuts) <= 2 and all(c - max([int(np.argmax(watched[:c])) + 1, *cuts[:i]]) == 1 for i, c in enumerate(cuts))
+    assert len(watched) == 12 or (len(cuts) == 2 and len(watched) - max(info["best_epoch"], cuts[-1]) == 1)
+    probs = predict_proba(net, val.images)
+    again = {"balanced_accuracy": classification_metrics(probs, val.labels)["balanced_accuracy"], "loss": -balanced_nll(probs, val.labels)}[monitor]
+    assert again == pytest.approx(watched.max(), rel=1e-5)  # the returned weights are the best epoch's
+
+
+def test_balanced_loss_weighs_every_class_alike():
+    from medpfgm.classifier import balanced_nll
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=50)
+    labels = np.r_[np.zeros(40, int), rng.integers(1, 3, 10)]  # class 3 absent: it does not count
+    per_class = {}
+    for p, y in zip(probs.astype(np.float64), labels):
+        per_class.setdefault(int(y), []).append(-math.log(p[y]))
+    assert balanced_nll(probs, labels) == pytest.approx(sum(sum(v) / len(v) for v in per_class.values()) / len(per_class), rel=1e-12)
 
 
 def test_filtered_fill_keeps_only_confident_images_of_the_set_it_fills(capsys, tmp_path, data_root):

@@ -90,6 +90,10 @@ def test_converged_fills_are_compared_with_converged_baselines(page):
     one = summary.copy()
     one.loc["fill_x_conv", ("balanced_accuracy", "std")] = np.nan  # one seed trained so far
     assert "-0.100 vs resample_conv (one seed, no verdict)" in page.verdicts(one, num_classes=5)[1]
+    loss_rows = [r | {"variant": r["variant"] + "loss", "balanced_accuracy": r["balanced_accuracy"] + 0.05} for r in rows if r["variant"].endswith("_conv")]
+    summary = pd.DataFrame(rows + loss_rows).groupby("variant", sort=False)[["balanced_accuracy", "macro_f1", "tail_recall"]].agg(["mean", "std"])
+    by_loss = page.verdicts(summary, num_classes=5)[2]  # a twin stopped on the validation loss: against baselines stopped alike
+    assert by_loss.startswith("- **fill_x_convloss**") and "balanced accuracy -0.100 vs resample_convloss (loss)" in by_loss and "vs resample_conv " not in by_loss
 
 
 def test_converged_twins_follow_converged_vary_and_converged_only(bench):
@@ -103,6 +107,7 @@ def test_converged_twins_follow_converged_vary_and_converged_only(bench):
     twin = lambda v: bench.has_converged_twin(v, 5, unvaried, only)  # noqa: E731
     assert bench.classifiers_of(["fill_new", "tstr_new"], twin) == ["fill_new", "tstr_new", "fill_new_conv"]
     assert bench.classifiers_of(["fill_new"], lambda v: bench.has_converged_twin(v, 5, unvaried, {"classical"})) == ["fill_new"]
+    assert bench.classifiers_of(["fill_new", "tstr_new"], twin, ("_conv", "_convloss")) == ["fill_new", "tstr_new", "fill_new_conv", "fill_new_convloss"]
 
 
 def test_a_fill_argument_names_a_run_and_optionally_its_sampler(bench, tmp_path):

@@ -264,6 +264,7 @@ def test_without_run_the_default_folder_is_used_or_the_found_ones_are_listed(cap
         (["train", "--device", "tpu"], ["unknown device 'tpu'"]),
         (["classify", "--out", "/proc/clf"], ["cannot write --out '/proc/clf/classifier.json'"]),
         (["classify", "--out", "x", "--train-file", "nope.npz"], ["training file 'nope.npz' does not exist"]),
+        (["classify", "--out", "x", "--monitor", "loss"], ["--monitor loss needs --patience"]),
         (["longtail", "--ratio", "0.5", "--out", "x"], ["--ratio must be at least 1"]),
         (["augment", "--run", "RUN", "--out", "/proc/fill.npz"], ["cannot write --out '/proc/fill.npz'"]),
         (["augment", "--run", "README.md", "--out", "fill.npz"], ["'README.md' is a file, not a run folder"]),
