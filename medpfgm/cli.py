@@ -249,6 +249,7 @@ def synthesize(run_dir, method, dataset, size, class_id, n, solver, steps, rtol,
 @click.option("--augment", "classical", is_flag=True, help="Classical augmentation: quarter turns, brightness and contrast jitter (flips are always on).")
 @click.option("--synthetic-weight", type=float, default=1.0, show_default=True, help="Loss weight of the synthetic images of --train-file against its real ones.")
 @click.option("--patience", type=int, help="Converged training: constant learning rate, cut tenfold after each of two plateaus of P epochs without a better validation score (--monitor), stopped at the third (--epochs is the cap); the best epoch is kept.")
+# --monitor's choices are medpfgm.classifier.MONITORS, spelled out: importing it loads torch (a test keeps them in step)
 @click.option("--monitor", type=click.Choice(["balanced_accuracy", "loss"]), default="balanced_accuracy", show_default=True, help="With --patience: what is watched on the validation split — balanced accuracy, or the class-balanced cross-entropy (smoother on a small split).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @data_options

@@ -168,7 +168,11 @@ def test_patience_keeps_the_best_validation_epoch(data_root, monitor):
 
 
 def test_balanced_loss_weighs_every_class_alike():
-    from medpfgm.classifier import balanced_nll
+    from medpfgm.classifier import MONITORS, balanced_nll
+    from medpfgm.cli import classify
+
+    monitor = next(o for o in classify.params if o.name == "monitor")
+    assert tuple(monitor.type.choices) == MONITORS  # the CLI spells them out (it must not load torch) and stays in step
 
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(4), size=50)
