@@ -221,6 +221,28 @@ def filter_lines(out: Path, names: list[str]) -> list[str]:
     return ["## What the filters kept", "", *lines, ""] if lines else []
 
 
+def recall_figure(recall: pd.Series, ticks: list[str], path: Path) -> Path:
+    """Mean test recall per class (variant -> (K,) array) as one line per variant, the legend beside the axes: the
+    equal-step variants on the left panel, the converged twins on the right (pages hold up to ~30 variants)."""
+    import matplotlib.pyplot as plt
+
+    converged = [v for v in recall.index if any(v.endswith(sfx) for sfx in TWIN_SUFFIX.values())]
+    panels = [("equal optimizer steps", [v for v in recall.index if v not in converged])] + ([("converged", converged)] if converged else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(6, 0.9 * len(ticks)) * len(panels) + 3.5, 4.5), sharey=True, squeeze=False, layout="constrained")  # constrained: room for the legends
+    palette = [*plt.get_cmap("tab20").colors, *plt.get_cmap("tab20b").colors]  # 40 distinct colours; the default cycle repeats after 10
+    for ax, (title, variants) in zip(axes[0], panels):
+        for i, variant in enumerate(variants):
+            tstr = variant.startswith("tstr_")  # a different question (is there class signal?): drawn faint
+            ax.plot(range(len(ticks)), recall[variant], marker="o", label=variant, color=palette[i % len(palette)], linestyle="--" if tstr else "-",
+                    alpha=0.45 if tstr else 1.0, linewidth=1 if tstr else 1.8)  # fmt: skip
+        ax.set_xticks(range(len(ticks)), ticks, rotation=30, ha="right", fontsize=8)
+        ax.set(ylim=(0, 1), title=f"{title} (training count in brackets)")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test recall (mean over seeds)")
+    return _save(fig, path, palette=True)
+
+
 def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_counts: list[int], steps: int, quality: dict | None = None,
                  audits: dict | None = None, own_images: dict | None = None) -> None:  # fmt: skip
     names = class_names(dataset)
@@ -251,18 +273,7 @@ def write_report(out: Path, df: pd.DataFrame, dataset: str, command: str, lt_cou
     lines += audit_lines(audits or {}, names)
     lines += filter_lines(out, names)
     recall = df.groupby("variant", sort=False)["recall"].apply(lambda r: np.mean(np.stack(r.to_list()), axis=0))
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 4))
-    colors = plt.get_cmap("tab20")  # the default cycle repeats after 10 variants
-    for i, (variant, values) in enumerate(recall.items()):
-        tstr = variant.startswith("tstr_")  # a different question (is there class signal?): drawn faint
-        ax.plot(range(len(names)), values, marker="o", label=variant, color=colors(i % 20), linestyle="--" if tstr else "-", alpha=0.45 if tstr else 1.0, linewidth=1 if tstr else 1.8)
-    ax.set_xticks(range(len(names)), [f"{n[:12]} ({c})" for n, c in zip(names, lt_counts)], rotation=30, ha="right", fontsize=8)
-    ax.set(ylabel="test recall (mean over seeds)", ylim=(0, 1), title="per-class recall (training count in brackets)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    _save(fig, out / "per_class_recall.png")
+    recall_figure(recall, [f"{n[:12]} ({c})" for n, c in zip(names, lt_counts)], out / "per_class_recall.png")
     lines += ["", "![per-class recall](per_class_recall.png)", ""]
     grids = sorted(out.glob("fill_*.png"))
     if grids:

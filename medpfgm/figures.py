@@ -16,13 +16,16 @@ from medpfgm.errors import shorten  # noqa: E402
 from medpfgm.io import atomic_write, read_jsonl  # noqa: E402
 
 
-def _save(fig, path: str | Path, dpi: int = 120) -> Path:
-    """Write ``fig`` as an RGB PNG (atomically) and close it."""
+def _save(fig, path: str | Path, dpi: int = 120, palette: bool = False) -> Path:
+    """Write ``fig`` as an RGB PNG (atomically) and close it; ``palette``: as 256 colours (for charts of lines
+    and text, where it looks the same and is ~3× smaller — the committed tree has a size limit)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=dpi, format="png", bbox_inches="tight")
     plt.close(fig)
     # matplotlib writes RGBA; our figures are opaque, and dropping the alpha channel makes the PNG ~10 % smaller
     image = Image.open(buffer).convert("RGB")
+    if palette:
+        image = image.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
     return atomic_write(path, lambda tmp: image.save(tmp, format="png", optimize=True))
 
 
