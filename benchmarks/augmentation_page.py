@@ -13,7 +13,7 @@ import pandas as pd
 from medpfgm.augment import read_provenance
 from medpfgm.data import class_names
 from medpfgm.evaluate.report import reading_section
-from medpfgm.figures import _save
+from medpfgm.figures import _save, distinct_colors
 from medpfgm.io import atomic_write
 from medpfgm.run import training_seconds
 
@@ -229,11 +229,11 @@ def recall_figure(recall: pd.Series, ticks: list[str], path: Path) -> Path:
     converged = [v for v in recall.index if any(v.endswith(sfx) for sfx in TWIN_SUFFIX.values())]
     panels = [("equal optimizer steps", [v for v in recall.index if v not in converged])] + ([("converged", converged)] if converged else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(max(6, 0.9 * len(ticks)) * len(panels) + 3.5, 4.5), sharey=True, squeeze=False, layout="constrained")  # constrained: room for the legends
-    palette = [*plt.get_cmap("tab20").colors, *plt.get_cmap("tab20b").colors]  # 40 distinct colours; the default cycle repeats after 10
     for ax, (title, variants) in zip(axes[0], panels):
+        palette = distinct_colors(len(variants))
         for i, variant in enumerate(variants):
             tstr = variant.startswith("tstr_")  # a different question (is there class signal?): drawn faint
-            ax.plot(range(len(ticks)), recall[variant], marker="o", label=variant, color=palette[i % len(palette)], linestyle="--" if tstr else "-",
+            ax.plot(range(len(ticks)), recall[variant], marker="o", label=variant, color=palette[i], linestyle="--" if tstr else "-",
                     alpha=0.45 if tstr else 1.0, linewidth=1 if tstr else 1.8)  # fmt: skip
         ax.set_xticks(range(len(ticks)), ticks, rotation=30, ha="right", fontsize=8)
         ax.set(ylim=(0, 1), title=f"{title} (training count in brackets)")

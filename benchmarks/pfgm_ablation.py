@@ -283,7 +283,7 @@ def budget_section(scores: list[dict]) -> list[str]:
         ax.set(yscale="log", xlabel="training steps", ylabel=label, title=f"{label} against budget (dotted: fitted law)")
         ax.set_xticks(ticks, [f"{t:,}" for t in ticks], fontsize=7)
     axes[0].legend(fontsize=7)
-    figure = _save(fig, OUT / "budget_curve.png", dpi=100)
+    figure = _save(fig, OUT / "budget_curve.png", dpi=100, palette=True)
     return lines + ["", f"![budget curve]({figure.name})", ""]
 
 

@@ -16,6 +16,13 @@ from medpfgm.errors import shorten  # noqa: E402
 from medpfgm.io import atomic_write, read_jsonl  # noqa: E402
 
 
+def distinct_colors(n: int) -> list[tuple]:
+    """``n`` colours for lines that must be told apart: tab10 up to 10, then tab20 + tab20b (40; matplotlib's default
+    cycle repeats after 10), cycled beyond."""
+    palette = plt.get_cmap("tab10").colors if n <= 10 else (*plt.get_cmap("tab20").colors, *plt.get_cmap("tab20b").colors)
+    return [palette[i % len(palette)] for i in range(n)]
+
+
 def _save(fig, path: str | Path, dpi: int = 120, palette: bool = False) -> Path:
     """Write ``fig`` as an RGB PNG (atomically) and close it; ``palette``: as 256 colours (for charts of lines
     and text, where it looks the same and is ~3× smaller — the committed tree has a size limit)."""
@@ -73,7 +80,7 @@ def plot_loss(log_path: str | Path, path: str | Path, title: str = "") -> Path |
     ax.plot([r["step"] for r in records], [r["loss"] for r in records], lw=1)
     ax.set(xlabel="step", ylabel="loss (mean per logged window)", yscale="log", title=title)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _save(fig, path, palette=True)
 
 
 def image_pairs(top: list[np.ndarray], bottom: list[np.ndarray], captions: list[str], path: str | Path, title: str = "") -> Path:

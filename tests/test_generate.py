@@ -92,6 +92,22 @@ def test_partial_file_of_other_settings_is_not_used(tmp_path):
     assert not np.array_equal(resumed[:3], sample(toy_run(tmp_path), labels, seed=3)[0][:3])
 
 
+def test_charts_tell_their_lines_apart_and_are_written_as_palette_pngs(tmp_path):
+    import json
+
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from medpfgm.figures import distinct_colors, plot_loss
+
+    assert distinct_colors(5) == list(plt.get_cmap("tab10").colors[:5])
+    assert len(set(distinct_colors(40))) == 40 and distinct_colors(41)[40] == distinct_colors(41)[0]  # 40 apart, then cycled
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(json.dumps({"step": s, "loss": 1.0 / s}) for s in range(1, 50)))
+    chart = plot_loss(log, tmp_path / "loss.png")
+    assert Image.open(chart).mode == "P"  # a chart of lines and text: 256 colours (grids of samples stay RGB, below)
+
+
 def test_class_grid_shows_every_sample_pixel_unchanged_at_twice_the_size(tmp_path):
     from PIL import Image
 

@@ -14,12 +14,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 import numpy as np  # noqa: E402
 
 from medpfgm.data import class_names, read_image_file  # noqa: E402
 from medpfgm.errors import MedpfgmError, shorten  # noqa: E402
 from medpfgm.evaluate.evaluate import HIGHER_IS_BETTER, summarize  # noqa: E402
-from medpfgm.figures import _save, evaluation_grid  # noqa: E402
+from medpfgm.figures import _save, distinct_colors, evaluation_grid  # noqa: E402
 from medpfgm.io import atomic_write  # noqa: E402
 
 COLUMNS = {  # metric -> table header
@@ -104,7 +105,9 @@ def plot_quality_vs_nfe(records: list[dict], path: Path, floor: dict) -> Path | 
     if not runs:
         return None
     metrics = [m for m in ("domain_fd", "frd", "fid") if m in floor]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.8), squeeze=False)
+    names = sorted({f"{r['subject']['label']} {r['subject']['solver']}" for r in runs})
+    color = dict(zip(names, distinct_colors(len(names))))  # one colour per model and solver in every panel
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics) + 2.5, 3.8), squeeze=False, layout="constrained")  # constrained: room for the legend
     for ax, metric in zip(axes[0], metrics):
         groups: dict[str, list] = {}
         for r in runs:
@@ -115,13 +118,14 @@ def plot_quality_vs_nfe(records: list[dict], path: Path, floor: dict) -> Path | 
             x = [r["subject"]["nfe"] for r in group]
             y = [summarize(r["score"])[metric]["mean"] for r in group]
             e = [summarize(r["score"])[metric]["std"] for r in group]
-            ax.errorbar(x, y, yerr=e, marker="o", ms=4, capsize=2, label=name)
-        ax.axhline(floor[metric]["mean"], color="k", ls="--", lw=1, label="real test vs train (floor)")
+            ax.errorbar(x, y, yerr=e, marker="o", ms=4, capsize=2, label=name, color=color[name])
+        ax.axhline(floor[metric]["mean"], color="k", ls="--", lw=1)
         yscale = "linear" if metric == "frd" else "log"  # FRD is a logarithm already
         ax.set(xscale="log", yscale=yscale, xlabel="NFE (network evaluations per image)", ylabel=COLUMNS[metric], title=f"{COLUMNS[metric]} vs NFE (lower is better)")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    return _save(fig, path)
+    handles = [Line2D([], [], color=color[n], marker="o", ms=4, label=n) for n in names] + [Line2D([], [], color="k", ls="--", lw=1, label="real test vs train (floor)")]
+    axes[0][-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # every series, beside the panels
+    return _save(fig, path, palette=True)
 
 
 MATCHED_NFE = 35  # the NFE of PFGM++'s Heun 18, at which the FID table compares every model
@@ -190,7 +194,7 @@ def d_sweep_section(records: list[dict], floor: dict, path: Path) -> list[str]:
         ax.set(xlabel="augmented dimension D", ylabel=COLUMNS[metric], title=f"{COLUMNS[metric]} against D (lower is better)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    figure = _save(fig, path)
+    figure = _save(fig, path, palette=True)
     rows = [[f"PFGM++ D = {r['subject']['label'].removeprefix('pfgmpp_d').replace('inf', '∞')}", r["subject"]["setting"], f"{r['subject']['step']}"]
             + [_fmt(summarize(r["score"]).get(m)) for m in metrics] for r in sweep]  # fmt: skip
     if pfgm is not None:
@@ -240,7 +244,7 @@ def guidance_section(records: list[dict], floor: dict, path: Path) -> list[str]:
     for ax in axes[0]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    figure = _save(fig, path)
+    figure = _save(fig, path, palette=True)
     return lines + [f"![guidance sweep]({figure.name})", ""]
 
 
@@ -276,7 +280,7 @@ def plot_per_class(best: dict[str, dict], floor: dict, names: list[str], path: P
     ax.set_xticks(x + 0.4 - width / 2, [shorten(names[int(c)], 16) for c in classes], rotation=30, ha="right", fontsize=8)
     ax.set(ylabel="domain FD", title="per-class domain Fréchet distance (best setting of each model)", yscale="log")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return _save(fig, path, palette=True)
 
 
 def machine_letters(records: list[dict]) -> dict[str, str]:
