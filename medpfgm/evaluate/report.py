@@ -272,14 +272,15 @@ def plot_per_class(best: dict[str, dict], floor: dict, names: list[str], path: P
     classes = sorted(floor["domain"]["fd_per_class"], key=int)
     labels = sorted(best)
     width = 0.8 / (len(labels) + 1)
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(classes)), 3.8))
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(classes)) + 2, 3.8), layout="constrained")  # constrained: room for the legend
     x = np.arange(len(classes))
+    styles = [{"color": c} for c in distinct_colors(len(labels))] + [{"facecolor": "white", "edgecolor": "black", "hatch": "////"}]  # the floor: hatched, not one more colour
     for i, label in enumerate(labels + ["floor"]):
         per_class = (floor if label == "floor" else best[label]["score"])["domain"]["fd_per_class"]
-        ax.bar(x + i * width, [per_class[c]["mean"] for c in classes], width, yerr=[per_class[c]["std"] for c in classes], label=label, color="0.6" if label == "floor" else None)
+        ax.bar(x + i * width, [per_class[c]["mean"] for c in classes], width, yerr=[per_class[c]["std"] for c in classes], label=label, **styles[i])
     ax.set_xticks(x + 0.4 - width / 2, [shorten(names[int(c)], 16) for c in classes], rotation=30, ha="right", fontsize=8)
     ax.set(ylabel="domain FD", title="per-class domain Fréchet distance (best setting of each model)", yscale="log")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the bars: inside, it hid the last classes
     return _save(fig, path, palette=True)
 
 
