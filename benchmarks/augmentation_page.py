@@ -13,13 +13,18 @@ import pandas as pd
 from medpfgm.augment import read_provenance
 from medpfgm.data import class_names
 from medpfgm.evaluate.report import reading_section
-from medpfgm.figures import _save, distinct_colors
+from medpfgm.figures import _save, distinct_colors, legend_beside
 from medpfgm.io import atomic_write
 from medpfgm.run import training_seconds
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
 # A converged twin's name: <variant><suffix>, by what its stopping rule watches on the validation split (--monitor).
 TWIN_SUFFIX = {"balanced_accuracy": "_conv", "loss": "_convloss"}
+
+
+def twin_suffix(variant: str) -> str:
+    """The converged-twin suffix ``variant`` ends with ("_conv", "_convloss"), or "" for an equal-step classifier."""
+    return next((sfx for sfx in TWIN_SUFFIX.values() if variant.endswith(sfx)), "")
 
 
 def classifier_dir(out: Path, variant: str, seed: int) -> Path:
@@ -88,7 +93,7 @@ def verdicts(summary: pd.DataFrame, num_classes: int, baselines: tuple[str, ...]
     lines = []
     for variant in [v for v in summary.index if v.startswith("fill_")]:
         parts = []
-        twin = next((sfx for sfx in TWIN_SUFFIX.values() if variant.endswith(sfx)), "")  # a converged classifier: with baselines converged alike
+        twin = twin_suffix(variant)  # a converged classifier: with baselines converged alike
         for base in [b + twin for b in baselines if b + twin in summary.index]:
             for metric in ("balanced_accuracy", "macro_f1", "tail_recall"):
                 delta = summary.loc[variant, (metric, "mean")] - summary.loc[base, (metric, "mean")]
@@ -226,7 +231,7 @@ def recall_figure(recall: pd.Series, ticks: list[str], path: Path) -> Path:
     equal-step variants on the left panel, the converged twins on the right (pages hold up to ~30 variants)."""
     import matplotlib.pyplot as plt
 
-    converged = [v for v in recall.index if any(v.endswith(sfx) for sfx in TWIN_SUFFIX.values())]
+    converged = [v for v in recall.index if twin_suffix(v)]
     panels = [("equal optimizer steps", [v for v in recall.index if v not in converged])] + ([("converged", converged)] if converged else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(max(6, 0.9 * len(ticks)) * len(panels) + 3.5, 4.5), sharey=True, squeeze=False, layout="constrained")  # constrained: room for the legends
     for ax, (title, variants) in zip(axes[0], panels):
@@ -237,7 +242,7 @@ def recall_figure(recall: pd.Series, ticks: list[str], path: Path) -> Path:
                     alpha=0.45 if tstr else 1.0, linewidth=1 if tstr else 1.8)  # fmt: skip
         ax.set_xticks(range(len(ticks)), ticks, rotation=30, ha="right", fontsize=8)
         ax.set(ylim=(0, 1), title=f"{title} (training count in brackets)")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        legend_beside(ax)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test recall (mean over seeds)")
     return _save(fig, path, palette=True)

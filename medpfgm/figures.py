@@ -23,6 +23,12 @@ def distinct_colors(n: int) -> list[tuple]:
     return [palette[i % len(palette)] for i in range(n)]
 
 
+def legend_beside(ax, handles: list | None = None) -> None:
+    """The legend right of ``ax``, outside it, so that it hides no line or bar (the figure needs
+    ``layout="constrained"`` to keep room for it); ``handles``: the entries, when not the axes' own."""
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
 def _save(fig, path: str | Path, dpi: int = 120, palette: bool = False) -> Path:
     """Write ``fig`` as an RGB PNG (atomically) and close it; ``palette``: as 256 colours (for charts of lines
     and text, where it looks the same and is ~3× smaller — the committed tree has a size limit)."""

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 from medpfgm.data import class_names, read_image_file  # noqa: E402
 from medpfgm.errors import MedpfgmError, shorten  # noqa: E402
 from medpfgm.evaluate.evaluate import HIGHER_IS_BETTER, summarize  # noqa: E402
-from medpfgm.figures import _save, distinct_colors, evaluation_grid  # noqa: E402
+from medpfgm.figures import _save, distinct_colors, evaluation_grid, legend_beside  # noqa: E402
 from medpfgm.io import atomic_write  # noqa: E402
 
 COLUMNS = {  # metric -> table header
@@ -105,26 +105,29 @@ def plot_quality_vs_nfe(records: list[dict], path: Path, floor: dict) -> Path | 
     if not runs:
         return None
     metrics = [m for m in ("domain_fd", "frd", "fid") if m in floor]
-    names = sorted({f"{r['subject']['label']} {r['subject']['solver']}" for r in runs})
+    def series(r: dict) -> str:
+        return f"{r['subject']['label']} {r['subject']['solver']}"
+
+    names = sorted({series(r) for r in runs})
     color = dict(zip(names, distinct_colors(len(names))))  # one colour per model and solver in every panel
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics) + 2.5, 3.8), squeeze=False, layout="constrained")  # constrained: room for the legend
     for ax, metric in zip(axes[0], metrics):
         groups: dict[str, list] = {}
         for r in runs:
             if metric in summarize(r["score"]):
-                groups.setdefault(f"{r['subject']['label']} {r['subject']['solver']}", []).append(r)
+                groups.setdefault(series(r), []).append(r)
         for name, group in sorted(groups.items()):
             group = sorted(group, key=lambda r: r["subject"]["nfe"])
             x = [r["subject"]["nfe"] for r in group]
             y = [summarize(r["score"])[metric]["mean"] for r in group]
             e = [summarize(r["score"])[metric]["std"] for r in group]
-            ax.errorbar(x, y, yerr=e, marker="o", ms=4, capsize=2, label=name, color=color[name])
+            ax.errorbar(x, y, yerr=e, marker="o", ms=4, capsize=2, color=color[name])
         ax.axhline(floor[metric]["mean"], color="k", ls="--", lw=1)
         yscale = "linear" if metric == "frd" else "log"  # FRD is a logarithm already
         ax.set(xscale="log", yscale=yscale, xlabel="NFE (network evaluations per image)", ylabel=COLUMNS[metric], title=f"{COLUMNS[metric]} vs NFE (lower is better)")
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=color[n], marker="o", ms=4, label=n) for n in names] + [Line2D([], [], color="k", ls="--", lw=1, label="real test vs train (floor)")]
-    axes[0][-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # every series, beside the panels
+    legend_beside(axes[0][-1], handles)  # every series, whichever panels it has points in
     return _save(fig, path, palette=True)
 
 
@@ -280,7 +283,7 @@ def plot_per_class(best: dict[str, dict], floor: dict, names: list[str], path: P
         ax.bar(x + i * width, [per_class[c]["mean"] for c in classes], width, yerr=[per_class[c]["std"] for c in classes], label=label, **styles[i])
     ax.set_xticks(x + 0.4 - width / 2, [shorten(names[int(c)], 16) for c in classes], rotation=30, ha="right", fontsize=8)
     ax.set(ylabel="domain FD", title="per-class domain Fréchet distance (best setting of each model)", yscale="log")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the bars: inside, it hid the last classes
+    legend_beside(ax)  # inside, it hid the last classes' bars
     return _save(fig, path, palette=True)
 
 
